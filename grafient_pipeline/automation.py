@@ -1,0 +1,211 @@
+"""What makes the pipeline run itself: jobs, the 06:00 UTC schedule, the onboarding sensor,
+Force Sync and the 09:00 UTC freshness expectation."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from grafient_pipeline.assets import (
+    _fetch_and_load,
+    _integration_rows,
+    _validate,
+    cost_assets,
+    fct_costs,
+)
+from grafient_pipeline.checks import reconcile
+from grafient_pipeline.partitions import cost_partitions, partition_key, range_tags
+from grafient_pipeline.plans import DateRange, upgrade_window, window_days
+from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
+from grafient_pipeline.sync import (
+    Slice,
+    build_fct_costs,
+    build_rollup,
+    refresh_dim_integrations,
+    slice_totals,
+    utc_today,
+)
+from grafient_pipeline.warehouse import ensure_schema
+
+ROLLUPS = ("rollup_model_daily", "rollup_token_type_daily")
+
+openai_costs_job = dg.define_asset_job(
+    "openai_costs_job",
+    selection=dg.AssetSelection.assets(*cost_assets),
+    partitions_def=cost_partitions,
+    description="Fetch, normalize and roll up OpenAI costs for a date range of one integration.",
+)
+
+
+def resync_window(tick: datetime, days: int) -> DateRange:
+    """The trailing complete days a tick re-pulls: `days` days ending yesterday (UTC)."""
+    yesterday = tick.date() - timedelta(days=1)
+    return DateRange(yesterday - timedelta(days=days - 1), yesterday)
+
+
+@dg.schedule(
+    name="daily_openai_sync",
+    cron_schedule="0 6 * * *",
+    execution_timezone="UTC",
+    job=openai_costs_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="06:00 UTC: re-pull the trailing GRAFIENT_RESYNC_DAYS complete days of every "
+    "integration (one range run each) to pick up late and restated costs.",
+)
+def daily_openai_sync(
+    context: dg.ScheduleEvaluationContext, registry: RegistryResource
+) -> list[dg.RunRequest] | dg.SkipReason:
+    dates = resync_window(context.scheduled_execution_time, registry.settings.resync_days)
+    known = set(context.instance.get_dynamic_partitions("integrations"))
+    requests = [
+        dg.RunRequest(
+            run_key=f"daily:{integration.id}:{dates}",
+            tags={**range_tags(integration.id, dates), "grafient/reason": "daily"},
+        )
+        for integration in registry.open().list()
+        if integration.id in known
+    ]
+    return requests or dg.SkipReason("no integrations to sync")
+
+
+@dg.sensor(
+    name="integrations_sensor",
+    job=openai_costs_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Keeps the integrations partitions in step with the registry and launches one "
+    "backfill per new integration (plan window) or plan upgrade (the newly allowed days).",
+)
+def integrations_sensor(
+    context: dg.SensorEvaluationContext, registry: RegistryResource
+) -> dg.SensorResult:
+    store = registry.open()
+    integrations = store.list()
+    known = set(context.instance.get_dynamic_partitions("integrations"))
+    current = {i.id for i in integrations}
+    today = utc_today()
+    run_requests = []
+    for integration in integrations:
+        window = upgrade_window(integration.backfilled_days, integration.plan, today)
+        if window is None:
+            continue
+        reason = "onboarding" if integration.backfilled_days == 0 else "plan upgrade"
+        run_requests.append(
+            dg.RunRequest(
+                run_key=f"backfill:{integration.id}:{window}",
+                tags={**range_tags(integration.id, window), "grafient/reason": reason},
+            )
+        )
+        store.mark_backfill_requested(integration.id, window_days(integration.plan))
+    partition_requests = []
+    if current - known:
+        partition_requests.append(
+            cost_partitions.secondary_dimension.partitions_def.build_add_request(
+                sorted(current - known)
+            )
+        )
+    if known - current:
+        partition_requests.append(
+            cost_partitions.secondary_dimension.partitions_def.build_delete_request(
+                sorted(known - current)
+            )
+        )
+    return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
+
+
+class ForceSyncConfig(dg.Config):
+    integration_id: str
+    start_date: str | None = None  # default: yesterday (UTC)
+    end_date: str | None = None  # default: today (UTC), partial data
+
+
+def force_sync_range(start: str | None, end: str | None, today: date) -> DateRange:
+    return DateRange(
+        date.fromisoformat(start) if start else today - timedelta(days=1),
+        date.fromisoformat(end) if end else today,
+    )
+
+
+@dg.op(pool="duckdb", description="Fetch and rebuild one integration's range now.")
+def force_sync_op(
+    context: dg.OpExecutionContext,
+    config: ForceSyncConfig,
+    duckdb: DuckDBResource,
+    openai_api: OpenAICostsResource,
+    registry: RegistryResource,
+):
+    try:
+        dates = force_sync_range(config.start_date, config.end_date, utc_today())
+    except ValueError as error:
+        raise dg.Failure(f"bad date in force_sync config: {error} (use YYYY-MM-DD)") from None
+    piece = Slice(config.integration_id, dates)
+    store = registry.open()
+    _validate(store, [piece])
+    _fetch_and_load(context, piece, store, openai_api, duckdb, registry.settings.staging_dir)
+    with duckdb.get_connection() as conn:
+        ensure_schema(conn)
+        refresh_dim_integrations(conn, _integration_rows(store))
+        build_fct_costs(conn, piece, utc_today())
+        for rollup in ROLLUPS:
+            build_rollup(conn, rollup, piece)
+        pairs = [("raw_openai_costs", "fct_costs")] + [("fct_costs", r) for r in ROLLUPS]
+        mismatches = [m for up, down in pairs for m in reconcile(conn, up, down, piece)]
+        rows, total = slice_totals(conn, "fct_costs", piece)
+    if mismatches:
+        raise dg.Failure(f"{piece}: totals do not reconcile on {len(mismatches)} day(s)")
+    context.log.info(f"force sync {piece}: {rows} rows, {total} USD")
+    for asset in cost_assets:
+        for day in dates.dates():
+            yield dg.AssetMaterialization(
+                asset_key=asset.key,
+                partition=str(partition_key(piece.integration_id, day)),
+                metadata={"force_sync": True, "slice_total_usd": format(total, "f")},
+            )
+    yield dg.Output(None)
+
+
+@dg.job(
+    name="force_sync",
+    description="Force Sync: pull an integration's latest data (default yesterday and today) now. "
+    "Launch from the UI with config {integration_id: ...}.",
+)
+def force_sync() -> None:
+    force_sync_op()
+
+
+@dg.asset_check(
+    asset=fct_costs,
+    name="yesterday_synced_by_0900_utc",
+    description="Freshness: yesterday's partition of every active integration is materialized "
+    "by 09:00 UTC (evaluated by the 09:00 UTC schedule).",
+)
+def yesterday_synced(
+    context: dg.AssetCheckExecutionContext, registry: RegistryResource
+) -> dg.AssetCheckResult:
+    yesterday = utc_today() - timedelta(days=1)
+    done = context.instance.get_materialized_partitions(fct_costs.key)
+    missing = [
+        i.id
+        for i in registry.open().list()
+        if i.status == "active" and str(partition_key(i.id, yesterday)) not in done
+    ]
+    return dg.AssetCheckResult(
+        passed=not missing,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"date": yesterday.isoformat(), "missing": dg.MetadataValue.json(missing)},
+    )
+
+
+freshness_job = dg.define_asset_job(
+    "freshness_check_job", selection=dg.AssetSelection.checks(yesterday_synced)
+)
+
+freshness_schedule = dg.ScheduleDefinition(
+    name="freshness_0900_utc",
+    cron_schedule="0 9 * * *",
+    execution_timezone="UTC",
+    job=freshness_job,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)

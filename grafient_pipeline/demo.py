@@ -1,0 +1,170 @@
+"""`grafient demo`: the emulator, two demo integrations, their backfills, a summary, the UI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from grafient_pipeline.instance import dagster_environment, prepare_home
+from grafient_pipeline.settings import Settings
+
+DEMO_INTEGRATIONS = (
+    # (label, plan, emulator organization)
+    ("Acme Production", "free", "org-acme-prod"),
+    ("Acme Research", "pro", "org-acme-research"),
+)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+SUMMARY_SQL = {
+    "Spend per integration": """
+        SELECT integration_id, count(DISTINCT cost_date) AS days,
+               round(sum(amount_usd), 2) AS usd
+        FROM fct_costs GROUP BY ALL ORDER BY usd DESC""",
+    "Top models": """
+        SELECT model, round(sum(amount_usd), 2) AS usd FROM rollup_model_daily
+        GROUP BY ALL ORDER BY usd DESC LIMIT 8""",
+    "Input / output / cached split": """
+        SELECT token_type, round(sum(amount_usd), 2) AS usd,
+               round(100 * sum(amount_usd) / sum(sum(amount_usd)) OVER (), 1) AS pct
+        FROM rollup_token_type_daily GROUP BY ALL ORDER BY usd DESC""",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, seconds: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited early (code {process.returncode})")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
+
+
+def _start_emulator(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "grafient_pipeline.cli", "emulator", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    _wait_http(f"{base_url}/organization/costs", 30, process)
+    return process, base_url
+
+
+def _add_demo_integrations(settings: Settings) -> list[str]:
+    from grafient_pipeline.cli import _registry, add_integration
+    from grafient_pipeline.openai.emulator import DEMO_ORGS
+
+    existing = {i.label: i.id for i in _registry(settings).list()}
+    ids = []
+    for label, plan, org in DEMO_INTEGRATIONS:
+        if label in existing:
+            print(f"  {label}: already added as {existing[label]}")
+            ids.append(existing[label])
+            continue
+        integration_id = add_integration(settings, label, plan, DEMO_ORGS[org])
+        print(f"  {label} ({plan}): added as {integration_id}, Test Connection passed")
+        ids.append(integration_id)
+    return ids
+
+
+def _backfill(settings: Settings, ids: list[str]) -> None:
+    from grafient_pipeline.cli import _registry
+    from grafient_pipeline.plans import backfill_window
+    from grafient_pipeline.runs import run_sync
+    from grafient_pipeline.sync import utc_today
+
+    registry = _registry(settings)
+    for integration_id in ids:
+        integration = registry.get(integration_id)
+        window = backfill_window(integration.plan, utc_today())
+        registry.mark_backfill_requested(integration_id, window.days)
+        summary = run_sync(settings, registry, integration_id, window, "onboarding")
+        print(f"  {summary.describe()}")
+
+
+def print_summary(settings: Settings) -> None:
+    from grafient_pipeline.cli import _print_table
+    from grafient_pipeline.warehouse import connect
+
+    with connect(settings.warehouse, read_only=True) as conn:
+        for title, query in SUMMARY_SQL.items():
+            cursor = conn.execute(query)
+            print(f"\n{title}")
+            _print_table([d[0] for d in cursor.description], cursor.fetchall())
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> int:
+    prepare_home(settings)
+    processes: list[subprocess.Popen] = []
+    try:
+        print("1. starting the OpenAI Costs API emulator on 127.0.0.1")
+        emulator, base_url = _start_emulator(emulator_port, dagster_environment(settings))
+        processes.append(emulator)
+        settings = dataclasses.replace(settings, openai_base_url=base_url)
+        os.environ["GRAFIENT_OPENAI_BASE_URL"] = base_url
+        print(f"   {base_url}")
+        print("2. adding the demo integrations (Test Connection first)")
+        ids = _add_demo_integrations(settings)
+        print("3. onboarding backfills (plan windows: Free 30 days, Pro 180 days)")
+        _backfill(settings, ids)
+        print("4. what the warehouse says")
+        print_summary(settings)
+        if not ui:
+            return 0
+        return _serve_ui(settings, port, processes)
+    finally:
+        _stop(processes)
+
+
+def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) -> int:
+    env = dagster_environment(settings)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+         "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+    )
+    processes.append(process)
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(f"{url}/server_info", 120, process)
+    print(f"\n5. Dagster UI: {url}/asset-groups  (assets, partitions, runs; Ctrl-C stops everything)")
+    print(f"   query the warehouse: GRAFIENT_HOME={settings.home} grafient sql \"SELECT ...\"")
+    print(f"   the emulator keeps running at {settings.openai_base_url} while the UI is up")
+    try:
+        while process.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nstopping the UI and the emulator")
+    return 0

@@ -1,0 +1,144 @@
+"""Launching syncs from the command line: through the running Dagster webserver when one is up
+(so the run shows in the UI), in-process on the same instance otherwise."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+import httpx
+
+from grafient_pipeline.instance import get_instance
+from grafient_pipeline.plans import DateRange, check_range
+from grafient_pipeline.registry import Registry
+from grafient_pipeline.settings import Settings
+from grafient_pipeline.sync import Slice, slice_totals, utc_today
+from grafient_pipeline.warehouse import connect, ensure_schema
+
+DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
+JOB_NAME = "openai_costs_job"
+
+
+class SyncError(RuntimeError):
+    """A sync run that did not succeed."""
+
+
+@dataclass(frozen=True)
+class SyncSummary:
+    piece: Slice
+    run_id: str
+    where: str
+    rows_before: int
+    usd_before: Decimal
+    rows_after: int
+    usd_after: Decimal
+
+    def describe(self) -> str:
+        delta = self.usd_after - self.usd_before
+        return (
+            f"{self.piece}: {self.rows_after} rows, {self.usd_after:.6f} USD "
+            f"(was {self.rows_before} rows, {self.usd_before:.6f} USD; change {delta:+.6f}) "
+            f"- run {self.run_id} ({self.where})"
+        )
+
+
+def dagster_url() -> str:
+    return os.environ.get("GRAFIENT_DAGSTER_URL", DEFAULT_DAGSTER_URL).rstrip("/")
+
+
+def webserver_is_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/server_info", timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _slice_state(settings: Settings, piece: Slice) -> tuple[int, Decimal]:
+    with connect(settings.warehouse) as conn:
+        ensure_schema(conn)
+        return slice_totals(conn, "fct_costs", piece)
+
+
+def _ensure_partition(settings: Settings, integration_id: str) -> None:
+    instance = get_instance(settings)
+    if not instance.has_dynamic_partition("integrations", integration_id):
+        instance.add_dynamic_partitions("integrations", [integration_id])
+
+
+def run_sync(
+    settings: Settings, registry: Registry, integration_id: str, dates: DateRange, reason: str
+) -> SyncSummary:
+    integration = registry.get(integration_id)
+    check_range(integration.plan, dates, utc_today())
+    piece = Slice(integration.id, dates)
+    rows_before, usd_before = _slice_state(settings, piece)
+    _ensure_partition(settings, integration.id)
+    url = dagster_url()
+    if webserver_is_up(url):
+        run_id, where = _submit(url, piece, reason), f"submitted to {url}"
+    else:
+        run_id, where = _run_in_process(settings, piece, reason), "in-process"
+    rows_after, usd_after = _slice_state(settings, piece)
+    return SyncSummary(piece, run_id, where, rows_before, usd_before, rows_after, usd_after)
+
+
+def _tags(piece: Slice, reason: str) -> dict[str, str]:
+    from grafient_pipeline.partitions import range_tags
+
+    return {**range_tags(piece.integration_id, piece.dates), "grafient/reason": reason}
+
+
+def _run_in_process(settings: Settings, piece: Slice, reason: str) -> str:
+    from grafient_pipeline.definitions import build_definitions
+
+    print(f"syncing {piece} in-process (no Dagster webserver at {dagster_url()})", flush=True)
+    job = build_definitions(settings).get_job_def(JOB_NAME)
+    result = job.execute_in_process(
+        instance=get_instance(settings),
+        tags=_tags(piece, reason),
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    if not result.success:
+        raise SyncError(f"sync of {piece} failed: {_failure_message(result)}")
+    return result.run_id
+
+
+def _failure_message(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            return error.message.strip().splitlines()[0] if error.message else error.cls_name
+    return "see the run's logs in the Dagster UI"
+
+
+def _submit(url: str, piece: Slice, reason: str) -> str:
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
+
+    parsed = httpx.URL(url)
+    client = DagsterGraphQLClient(parsed.host, port_number=parsed.port)
+    print(f"submitting {piece} to the Dagster instance at {url}", flush=True)
+    try:
+        run_id = client.submit_job_execution(JOB_NAME, tags=_tags(piece, reason))
+        status = _wait(client, run_id, url)
+    except DagsterGraphQLClientError as error:
+        raise SyncError(f"the Dagster webserver at {url} refused the run: {error}") from None
+    if status != "SUCCESS":
+        raise SyncError(f"run {run_id} ended {status}; see {url}/runs/{run_id}")
+    return run_id
+
+
+def _wait(client, run_id: str, url: str, timeout: float = 3600) -> str:
+    print(f"run {run_id}: {url}/runs/{run_id}", flush=True)
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id).value
+        if status != last:
+            print(f"  {status.lower()}", flush=True)
+            last = status
+        if status in {"SUCCESS", "FAILURE", "CANCELED"}:
+            return status
+        time.sleep(1)
+    raise SyncError(f"run {run_id} still running after {timeout:.0f} s; see {url}/runs/{run_id}")

@@ -1,0 +1,122 @@
+"""DuckDB helpers and the runner for the SQL models in `dbt_like_sql/`.
+
+Each SQL file builds one model; its header names what it builds, from what, and a
+`-- depends_on:` line. Statements use named parameters (`$integration_id`) bound by DuckDB,
+never string formatting.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from graphlib import TopologicalSorter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
+SCHEMA_MODELS = ("schema", "v_daily_costs", "v_month_to_date", "focus_costs")
+_DEPENDS_ON = re.compile(r"^--\s*depends_on:\s*(.*)$", re.MULTILINE)
+_PARAM = re.compile(r"\$([a-z_]+)")
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process holds the DuckDB file's write lock for longer than we wait."""
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    name: str
+    depends_on: tuple[str, ...]
+    statements: tuple[str, ...]
+
+    def run(self, conn: duckdb.DuckDBPyConnection, params: Mapping[str, Any]) -> None:
+        for statement in self.statements:
+            wanted = set(_PARAM.findall(statement))
+            missing = wanted - params.keys()
+            if missing:
+                raise KeyError(f"model {self.name} needs parameters {sorted(missing)}")
+            conn.execute(statement, {k: params[k] for k in wanted} or None)
+
+
+def _split_statements(text: str) -> tuple[str, ...]:
+    """Statements end with `;` at the end of a line (our files never put one inside a string)."""
+    parts = re.split(r";\s*$", text, flags=re.MULTILINE)
+    body = (re.sub(r"^\s*--.*$", "", part, flags=re.MULTILINE).strip() for part in parts)
+    return tuple(statement for statement in body if statement)
+
+
+@cache
+def load_models(sql_dir: Path = SQL_DIR) -> dict[str, SqlModel]:
+    """All models, in dependency order."""
+    models: dict[str, SqlModel] = {}
+    for path in sorted(sql_dir.glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        found = _DEPENDS_ON.search(text)
+        deps = tuple(d.strip() for d in found.group(1).split(",") if d.strip()) if found else ()
+        models[path.stem] = SqlModel(path.stem, deps, _split_statements(text))
+    order = TopologicalSorter({name: m.depends_on for name, m in models.items()}).static_order()
+    return {name: models[name] for name in order if name in models}
+
+
+def run_models(
+    conn: duckdb.DuckDBPyConnection, names: list[str], params: Mapping[str, Any]
+) -> None:
+    """Run the named models in dependency order inside the caller's transaction."""
+    for name, model in load_models().items():
+        if name in names:
+            model.run(conn, params)
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    run_models(conn, list(SCHEMA_MODELS), {})
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: a failure anywhere rolls the whole slice back."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _is_lock_error(error: duckdb.Error) -> bool:
+    return "lock" in str(error).lower()
+
+
+@contextmanager
+def connect(
+    database: str, *, read_only: bool = False, wait_seconds: float = 60.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection; waits (bounded) while another process holds the write lock."""
+    if not database.startswith("md:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        try:
+            conn = duckdb.connect(database, read_only=read_only)
+            break
+        except duckdb.Error as error:
+            if not _is_lock_error(error) or time.monotonic() >= deadline:
+                if _is_lock_error(error):
+                    raise WarehouseBusyError(
+                        f"the warehouse {database} stayed locked by another process for "
+                        f"{wait_seconds:.0f} s; wait for the running sync to finish and retry"
+                    ) from None
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    try:
+        yield conn
+    finally:
+        conn.close()
