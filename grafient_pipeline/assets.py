@@ -74,8 +74,8 @@ def _top_models(conn, slices: list[Slice]) -> dg.MetadataValue:
     for piece in slices:
         for model, amount in conn.execute(
             "SELECT model, sum(amount_usd) FROM rollup_model_daily "
-            "WHERE integration_id = $integration_id AND cost_date BETWEEN $start_date AND $end_date "
-            "GROUP BY model",
+            "WHERE integration_id = $integration_id "
+            "AND cost_date BETWEEN $start_date AND $end_date GROUP BY model",
             piece.params,
         ).fetchall():
             totals[model] = totals.get(model, Decimal(0)) + Decimal(amount)
@@ -116,9 +116,7 @@ def _fetch_and_load(
     try:
         with openai_api.client(registry.api_key(piece.integration_id)) as client:
             context.log.info(f"fetching {piece} from the OpenAI Costs API")
-            staged = stage_buckets(
-                client.iter_buckets(piece.dates.start, piece.dates.end), path
-            )
+            staged = stage_buckets(client.iter_buckets(piece.dates.start, piece.dates.end), path)
             context.log.info(
                 f"{piece}: {staged.rows} results in {staged.buckets} daily buckets, "
                 f"{client.request_count} requests"
@@ -175,7 +173,9 @@ def openai_cost_buckets(
                 check_name="single_currency",
                 passed=not mixed,
                 severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"mixed": dg.MetadataValue.json({k: list(map(str, v)) for k, v in mixed.items()})},
+                metadata={
+                    "mixed": dg.MetadataValue.json({k: list(map(str, v)) for k, v in mixed.items()})
+                },
             )
         ],
     )
@@ -209,7 +209,9 @@ def fct_costs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.M
         ensure_schema(conn)
         for piece in slices:
             build_fct_costs(conn, piece, today)
-        mismatches = [m for s in slices for m in checks.reconcile(conn, "raw_openai_costs", "fct_costs", s)]
+        mismatches = [
+            m for s in slices for m in checks.reconcile(conn, "raw_openai_costs", "fct_costs", s)
+        ]
         others: dict[str, Decimal] = {}
         for piece in slices:
             for item, amount in checks.non_token_line_items(conn, piece):
@@ -261,7 +263,9 @@ def _reconciliation_result(name: str, mismatches: list[checks.Mismatch]) -> dg.A
     )
 
 
-def _rollup(context: dg.AssetExecutionContext, duckdb: DuckDBResource, table: str) -> dg.MaterializeResult:
+def _rollup(
+    context: dg.AssetExecutionContext, duckdb: DuckDBResource, table: str
+) -> dg.MaterializeResult:
     slices = slices_for(context.partition_keys)
     with duckdb.get_connection() as conn:
         ensure_schema(conn)

@@ -112,7 +112,9 @@ def integrations_sensor(
                 sorted(known - current)
             )
         )
-    return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
+    return dg.SensorResult(
+        run_requests=run_requests, dynamic_partitions_requests=partition_requests
+    )
 
 
 class ForceSyncConfig(dg.Config):

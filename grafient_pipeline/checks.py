@@ -32,9 +32,7 @@ def reconcile(
     ]
 
 
-_SLICE = (
-    "integration_id = $integration_id AND cost_date BETWEEN $start_date AND $end_date"
-)
+_SLICE = "integration_id = $integration_id AND cost_date BETWEEN $start_date AND $end_date"
 
 
 def non_token_line_items(

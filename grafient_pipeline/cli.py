@@ -266,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="master key operations")
     keys_sub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
-    rotate = keys_sub.add_parser("rotate", help="re-encrypt every stored key under a new master key")
+    rotate = keys_sub.add_parser(
+        "rotate", help="re-encrypt every stored key under a new master key"
+    )
     rotate.set_defaults(handler=cmd_keys_rotate)
 
     demo = commands.add_parser("demo", help="emulator + two demo integrations + the Dagster UI")

@@ -150,8 +150,18 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
 def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) -> int:
     env = dagster_environment(settings)
     process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
         env=env,
         cwd=PROJECT_ROOT,
         start_new_session=True,
@@ -159,8 +169,10 @@ def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) 
     processes.append(process)
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/server_info", 120, process)
-    print(f"\n5. Dagster UI: {url}/asset-groups  (assets, partitions, runs; Ctrl-C stops everything)")
-    print(f"   query the warehouse: GRAFIENT_HOME={settings.home} grafient sql \"SELECT ...\"")
+    print(
+        f"\n5. Dagster UI: {url}/asset-groups  (assets, partitions, runs; Ctrl-C stops everything)"
+    )
+    print(f'   query the warehouse: GRAFIENT_HOME={settings.home} grafient sql "SELECT ..."')
     print(f"   the emulator keeps running at {settings.openai_base_url} while the UI is up")
     try:
         while process.poll() is None:

@@ -14,9 +14,7 @@ from grafient_pipeline.sync import Slice, slices_from_keys
 FIRST_DATE = "2025-01-01"
 
 integrations_partitions = dg.DynamicPartitionsDefinition(name="integrations")
-date_partitions = dg.DailyPartitionsDefinition(
-    start_date=FIRST_DATE, timezone="UTC", end_offset=1
-)
+date_partitions = dg.DailyPartitionsDefinition(start_date=FIRST_DATE, timezone="UTC", end_offset=1)
 cost_partitions = dg.MultiPartitionsDefinition(
     {"date": date_partitions, "integration": integrations_partitions}
 )

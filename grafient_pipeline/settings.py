@@ -55,7 +55,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     return Settings(
         home=home,
-        openai_base_url=(env.get("GRAFIENT_OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL).rstrip("/"),
+        openai_base_url=(env.get("GRAFIENT_OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL).rstrip(
+            "/"
+        ),
         warehouse=warehouse,
         resync_days=resync_days,
         master_key_b64=env.get("GRAFIENT_MASTER_KEY") or None,

@@ -8,7 +8,6 @@ held across HTTP); loading then replaces the slice in one DuckDB transaction.
 from __future__ import annotations
 
 import csv
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -121,10 +120,7 @@ def staging_path(staging_dir: Path, run_id: str, piece: Slice) -> Path:
 
 
 def discard(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    path.unlink(missing_ok=True)
 
 
 def load_raw(
@@ -218,9 +214,7 @@ _DATE_COLUMN = {
 _AMOUNT_COLUMN = {"raw_openai_costs": "amount_value"}
 
 
-def slice_totals(
-    conn: duckdb.DuckDBPyConnection, table: str, piece: Slice
-) -> tuple[int, Decimal]:
+def slice_totals(conn: duckdb.DuckDBPyConnection, table: str, piece: Slice) -> tuple[int, Decimal]:
     """Row count and exact total of a table's slice."""
     day = _DATE_COLUMN[table]
     amount = _AMOUNT_COLUMN.get(table, "amount_usd")
@@ -232,9 +226,7 @@ def slice_totals(
     return int(count), Decimal(total)
 
 
-def daily_totals(
-    conn: duckdb.DuckDBPyConnection, table: str, piece: Slice
-) -> dict[date, Decimal]:
+def daily_totals(conn: duckdb.DuckDBPyConnection, table: str, piece: Slice) -> dict[date, Decimal]:
     day = _DATE_COLUMN[table]
     amount = _AMOUNT_COLUMN.get(table, "amount_usd")
     rows = conn.execute(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import sqlite3
 import stat
+import threading
 from datetime import UTC, datetime, timedelta
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from grafient_pipeline import registry as registry_module
 from grafient_pipeline.registry import (
@@ -185,6 +189,42 @@ def test_remove(registry: Registry) -> None:
         registry.remove("acme")
 
 
+@given(st.text(max_size=120))
+def test_slug_is_always_a_valid_id(label: str) -> None:
+    slug = slugify(label)
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug) and len(slug) <= 48
+
+
+def test_waits_for_a_briefly_locked_database(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "BUSY_TIMEOUT_S", 0.01)  # force the retry path
+    holder = sqlite3.connect(registry.path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.15, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        assert registry.add("Acme", "pro", SECRET).id == "acme"
+    finally:
+        release.join()
+        holder.close()
+
+
+def test_gives_up_on_a_database_locked_too_long(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "BUSY_TIMEOUT_S", 0.01)
+    monkeypatch.setattr(registry_module, "LOCK_RETRIES", 2)
+    holder = sqlite3.connect(registry.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(RegistryError, match="locked by another grafient process"):
+            registry.add("Acme", "pro", SECRET)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def test_key_hint() -> None:
     assert key_hint(SECRET) == "sk-admin-...XYZ7"
     assert key_hint("sk-admin-short") == "sk-admin-..."
@@ -274,6 +314,24 @@ def test_read_only_home(tmp_path: Path, vault: Vault) -> None:
             Registry(home / "registry.db", vault)
     finally:
         home.chmod(0o700)
+
+
+def test_permission_denied_message(
+    tmp_path: Path, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def denied(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith("registry.db"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", denied)
+    path = tmp_path / "registry.db"
+    with pytest.raises(RegistryError) as info:
+        Registry(path, vault)
+    expected = f"cannot write {path}: permission denied; set GRAFIENT_HOME to a writable folder"
+    assert str(info.value) == expected
 
 
 def test_not_a_database(tmp_path: Path, vault: Vault) -> None:

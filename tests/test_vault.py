@@ -8,6 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.settings import Settings, load_settings
@@ -56,6 +58,13 @@ def test_round_trip_and_format() -> None:
     assert vault.decrypt("acme", token) == SECRET
     assert vault.encrypt("acme", SECRET) != token  # fresh nonce each time
     assert token_key_id(token) == vault.key_id
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(), st.text(min_size=1, max_size=64))
+def test_round_trip_any_text(plaintext: str, integration_id: str) -> None:
+    vault = Vault([bytes(32)])
+    assert vault.decrypt(integration_id, vault.encrypt(integration_id, plaintext)) == plaintext
 
 
 def test_key_id_is_public_digest() -> None:
