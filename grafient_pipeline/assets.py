@@ -4,8 +4,6 @@ Every asset writes DuckDB itself (pool "duckdb"), replaces exactly its slices in
 per slice, and returns a MaterializeResult with its checks.
 """
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from decimal import Decimal
 

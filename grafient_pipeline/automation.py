@@ -1,8 +1,6 @@
 """What makes the pipeline run itself: jobs, the 06:00 UTC schedule, the onboarding sensor,
 Force Sync and the 09:00 UTC freshness expectation."""
 
-from __future__ import annotations
-
 from datetime import date, datetime, timedelta
 
 import dagster as dg
@@ -16,7 +14,7 @@ from grafient_pipeline.assets import (
     fct_costs,
 )
 from grafient_pipeline.checks import reconcile
-from grafient_pipeline.partitions import cost_partitions, partition_key, range_tags
+from grafient_pipeline.partitions import integrations_partitions, partition_key, range_tags
 from grafient_pipeline.plans import DateRange, upgrade_window, window_days
 from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
 from grafient_pipeline.sync import (
@@ -34,7 +32,6 @@ ROLLUPS = ("rollup_model_daily", "rollup_token_type_daily")
 openai_costs_job = dg.define_asset_job(
     "openai_costs_job",
     selection=dg.AssetSelection.assets(*cost_assets),
-    partitions_def=cost_partitions,
     description="Fetch, normalize and roll up OpenAI costs for a date range of one integration.",
 )
 
@@ -102,15 +99,11 @@ def integrations_sensor(
     partition_requests = []
     if current - known:
         partition_requests.append(
-            cost_partitions.secondary_dimension.partitions_def.build_add_request(
-                sorted(current - known)
-            )
+            integrations_partitions.build_add_request(sorted(current - known))
         )
     if known - current:
         partition_requests.append(
-            cost_partitions.secondary_dimension.partitions_def.build_delete_request(
-                sorted(known - current)
-            )
+            integrations_partitions.build_delete_request(sorted(known - current))
         )
     return dg.SensorResult(
         run_requests=run_requests, dynamic_partitions_requests=partition_requests

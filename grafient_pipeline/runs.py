@@ -94,7 +94,7 @@ def _run_in_process(settings: Settings, piece: Slice, reason: str) -> str:
     from grafient_pipeline.definitions import build_definitions
 
     print(f"syncing {piece} in-process (no Dagster webserver at {dagster_url()})", flush=True)
-    job = build_definitions(settings).get_job_def(JOB_NAME)
+    job = build_definitions(settings).resolve_job_def(JOB_NAME)
     result = job.execute_in_process(
         instance=get_instance(settings),
         tags=_tags(piece, reason),

@@ -1,0 +1,175 @@
+"""Schedule, onboarding sensor, plan changes and Force Sync, with fixed tick times."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import duckdb
+import pytest
+
+from grafient_pipeline.definitions import build_definitions
+from grafient_pipeline.partitions import range_tags
+from grafient_pipeline.plans import DateRange
+from grafient_pipeline.resources import RegistryResource
+from grafient_pipeline.sync import utc_today
+from tests.conftest import ADMIN_KEY, ORG_ID
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def _range(request: dg.RunRequest) -> tuple[str, date, date]:
+    start_day, integration = request.tags[RANGE_START].split("|")
+    end_day, end_integration = request.tags[RANGE_END].split("|")
+    assert integration == end_integration
+    return integration, date.fromisoformat(start_day), date.fromisoformat(end_day)
+
+
+@pytest.fixture
+def defs(settings) -> dg.Definitions:
+    return build_definitions(settings)
+
+
+def _resources(settings) -> dict[str, object]:
+    return {"registry": RegistryResource(home=str(settings.home))}
+
+
+def test_daily_tick_asks_for_trailing_three_days_of_each_integration(
+    settings, registry, instance, defs
+):
+    free = registry.add("Free Org", "free", ADMIN_KEY)
+    pro = registry.add("Pro Org", "pro", ADMIN_KEY)
+    gone = registry.add("Gone Org", "free", ADMIN_KEY)
+    instance.add_dynamic_partitions("integrations", [free.id, pro.id, gone.id])
+    registry.remove(gone.id)
+    schedule = defs.resolve_schedule_def("daily_openai_sync")
+    tick = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
+
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=tick, resources=_resources(settings)
+    ) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+
+    assert sorted(_range(r) for r in requests) == [
+        (free.id, date(2026, 3, 7), date(2026, 3, 9)),
+        (pro.id, date(2026, 3, 7), date(2026, 3, 9)),
+    ]
+    assert len({r.run_key for r in requests}) == 2
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_schedule_honours_resync_days(settings, registry, instance, monkeypatch):
+    monkeypatch.setenv("GRAFIENT_RESYNC_DAYS", "5")
+    integration = registry.add("Org", "free", ADMIN_KEY)
+    instance.add_dynamic_partitions("integrations", [integration.id])
+    schedule = build_definitions(settings).resolve_schedule_def("daily_openai_sync")
+    tick = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=tick, resources=_resources(settings)
+    ) as context:
+        (request,) = schedule.evaluate_tick(context).run_requests
+    assert _range(request) == (integration.id, date(2026, 3, 5), date(2026, 3, 9))
+
+
+def _sensor_tick(defs, settings, instance) -> dg.SensorResult:
+    sensor = defs.resolve_sensor_def("integrations_sensor")
+    context = dg.build_sensor_context(instance=instance, resources=_resources(settings))
+    return sensor.evaluate_tick(context)
+
+
+def _apply_partition_requests(instance, result) -> None:
+    for request in result.dynamic_partitions_requests or []:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+def test_sensor_backfills_each_new_integration_once_within_its_plan(
+    settings, registry, instance, defs
+):
+    free = registry.add("Free Org", "free", ADMIN_KEY)
+    pro = registry.add("Pro Org", "pro", ADMIN_KEY)
+    today = utc_today()
+
+    first = _sensor_tick(defs, settings, instance)
+    _apply_partition_requests(instance, first)
+
+    spans = {i: (e - s).days + 1 for i, s, e in map(_range, first.run_requests)}
+    assert spans == {free.id: 30, pro.id: 180}
+    assert {_range(r)[2] for r in first.run_requests} == {today}
+    assert set(instance.get_dynamic_partitions("integrations")) == {free.id, pro.id}
+    second = _sensor_tick(defs, settings, instance)
+    assert second.run_requests == []
+
+
+def test_sensor_removes_the_partition_of_a_removed_integration(settings, registry, instance, defs):
+    keep = registry.add("Keep", "free", ADMIN_KEY)
+    drop = registry.add("Drop", "free", ADMIN_KEY)
+    _apply_partition_requests(instance, _sensor_tick(defs, settings, instance))
+    registry.remove(drop.id)
+
+    _apply_partition_requests(instance, _sensor_tick(defs, settings, instance))
+
+    assert instance.get_dynamic_partitions("integrations") == [keep.id]
+
+
+def test_upgrade_asks_only_for_the_newly_allowed_days(settings, registry, instance, defs):
+    integration = registry.add("Org", "free", ADMIN_KEY)
+    _apply_partition_requests(instance, _sensor_tick(defs, settings, instance))
+    registry.set_plan(integration.id, "pro")
+    today = utc_today()
+
+    (request,) = _sensor_tick(defs, settings, instance).run_requests
+
+    assert _range(request) == (
+        integration.id,
+        today - timedelta(days=179),
+        today - timedelta(days=30),
+    )
+    assert request.tags["grafient/reason"] == "plan upgrade"
+    assert _sensor_tick(defs, settings, instance).run_requests == []
+
+
+def test_downgrade_requests_nothing_and_refuses_older_days(settings, registry, instance, defs):
+    integration = registry.add("Org", "pro", ADMIN_KEY)
+    _apply_partition_requests(instance, _sensor_tick(defs, settings, instance))
+    registry.set_plan(integration.id, "free")
+    assert _sensor_tick(defs, settings, instance).run_requests == []
+
+    old = DateRange(utc_today() - timedelta(days=40), utc_today() - timedelta(days=38))
+    job = defs.resolve_job_def("openai_costs_job")
+    result = job.execute_in_process(
+        instance=instance, tags=range_tags(integration.id, old), raise_on_error=False
+    )
+    assert not result.success
+    assert "free plan" in str(result.all_events)
+
+
+def test_force_sync_materializes_yesterday_and_today(settings, registry, instance, defs, emulator):
+    integration = registry.add("Org", "pro", ADMIN_KEY, organization_id=ORG_ID)
+    instance.add_dynamic_partitions("integrations", [integration.id])
+    today = utc_today()
+
+    result = defs.resolve_job_def("force_sync").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"force_sync_op": {"config": {"integration_id": integration.id}}}},
+    )
+
+    assert result.success
+    with duckdb.connect(settings.warehouse, read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT cost_date, sum(amount_usd), bool_and(is_final) FROM fct_costs GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    expected = emulator.expected_totals(ORG_ID, today - timedelta(days=1), today)
+    assert {d: t for d, t, _ in rows} == {d: t for d, t in expected.items() if t}
+    assert [final for d, _, final in rows if d == today] in ([False], [])
+    materialized = instance.get_materialized_partitions(dg.AssetKey("rollup_model_daily"))
+    assert {k.split("|")[0] for k in materialized} == {
+        (today - timedelta(days=1)).isoformat(),
+        today.isoformat(),
+    }
