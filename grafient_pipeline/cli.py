@@ -172,11 +172,16 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     from grafient_pipeline.warehouse import connect, ensure_schema
 
+    import duckdb
+
     with connect(settings.warehouse) as conn:
         ensure_schema(conn)
-        cursor = conn.execute(args.query)
-        columns = [d[0] for d in cursor.description or []]
-        rows = cursor.fetchall()
+        try:
+            cursor = conn.execute(args.query)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchall()
+        except duckdb.Error as error:
+            raise CliError(f"SQL failed: {error}") from None
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
@@ -308,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # one line, never a traceback, never a key
-        known = isinstance(error, _known_errors()) or type(error).__module__.startswith("duckdb")
+        known = isinstance(error, _known_errors())
         prefix = "error" if known else f"unexpected error ({type(error).__name__})"
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"grafient: {prefix}: {scrub(message)}", file=sys.stderr)
