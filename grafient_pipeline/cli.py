@@ -8,6 +8,7 @@ import getpass
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 
@@ -170,9 +171,9 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.warehouse import connect, ensure_schema
-
     import duckdb
+
+    from grafient_pipeline.warehouse import connect, ensure_schema
 
     with connect(settings.warehouse) as conn:
         ensure_schema(conn)
@@ -304,7 +305,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _quiet_library_warnings() -> None:
+    """Dagster's beta/preview notices are for developers, not for people running the CLI."""
+    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_library_warnings()
     args = build_parser().parse_args(argv)
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grafient_pipeline.openai.line_items import TOKEN_TYPES, LineItem, parse_line_item
@@ -84,9 +84,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("text", "model", "token_type", "tier", "modality", "long_context"), CASES
-)
+@pytest.mark.parametrize(("text", "model", "token_type", "tier", "modality", "long_context"), CASES)
 def test_parse_line_item(
     text: str,
     model: str | None,
@@ -118,6 +116,7 @@ def test_token_types_constant() -> None:
     assert {parse_line_item(case[0]).token_type for case in CASES} <= set(TOKEN_TYPES)
 
 
+@settings(derandomize=True)
 @given(st.one_of(st.none(), st.text()))
 def test_never_raises_and_keeps_text(text: str | None) -> None:
     item = parse_line_item(text)
