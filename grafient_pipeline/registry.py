@@ -57,6 +57,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    # Ids of removed integrations are never handed out again: their warehouse rows may remain.
+    ("CREATE TABLE retired_ids (id TEXT PRIMARY KEY, removed_at TEXT NOT NULL)",),
 ]
 
 COLUMNS = (
@@ -173,7 +175,18 @@ class Registry:
         return self.get(self._write(insert))
 
     def remove(self, integration_id: str) -> None:
-        self._update(integration_id, "DELETE FROM integrations WHERE id = ?", ())
+        _check_id(integration_id)
+
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM integrations WHERE id = ?", (integration_id,)).rowcount:
+                conn.execute(
+                    "INSERT OR IGNORE INTO retired_ids VALUES (?, ?)",
+                    (integration_id, _iso(datetime.now(UTC))),
+                )
+            else:
+                raise _not_found(integration_id)
+
+        self._write(delete)
 
     def set_plan(self, integration_id: str, plan: str) -> Integration:
         sql = "UPDATE integrations SET plan = ? WHERE id = ?"
@@ -421,7 +434,9 @@ def _refuse_duplicate(conn: sqlite3.Connection, label: str) -> None:
 
 
 def _free_id(conn: sqlite3.Connection, base: str) -> str:
-    taken = {r[0] for r in conn.execute("SELECT id FROM integrations")}
+    taken = {
+        r[0] for r in conn.execute("SELECT id FROM integrations UNION SELECT id FROM retired_ids")
+    }
     candidate, n = base, 1
     while candidate in taken:
         n += 1

@@ -399,3 +399,16 @@ def test_two_processes_add_at_once(tmp_path: Path) -> None:
     assert all(
         registry.api_key(f"org-{w}-{n}") == f"{SECRET}{w}{n}" for w in (1, 2) for n in (0, 19)
     )
+
+
+def test_a_removed_id_is_never_handed_out_again(tmp_path):
+    from grafient_pipeline.registry import Registry
+    from grafient_pipeline.vault import Vault, generate_master_key
+
+    registry = Registry(tmp_path / "registry.db", Vault([generate_master_key()]))
+    first = registry.add("Acme", "free", "sk-admin-" + "a" * 40)
+    registry.remove(first.id)
+
+    second = registry.add("Acme", "free", "sk-admin-" + "b" * 40)
+
+    assert (first.id, second.id) == ("acme", "acme-2")
