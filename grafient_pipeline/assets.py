@@ -29,6 +29,7 @@ from grafient_pipeline.sync import (
     staging_path,
     utc_today,
 )
+from grafient_pipeline.vault import VaultError
 from grafient_pipeline.warehouse import ensure_schema
 
 GROUP = "openai_costs"
@@ -112,7 +113,12 @@ def _fetch_and_load(
 ) -> None:
     path = staging_path(staging_dir, context.run.run_id, piece)
     try:
-        with openai_api.client(registry.api_key(piece.integration_id)) as client:
+        api_key = registry.api_key(piece.integration_id)
+    except VaultError as error:
+        registry.set_status(piece.integration_id, "error", str(error))
+        raise dg.Failure(f"{piece.integration_id}: {error}") from None
+    try:
+        with openai_api.client(api_key) as client:
             context.log.info(f"fetching {piece} from the OpenAI Costs API")
             staged = stage_buckets(client.iter_buckets(piece.dates.start, piece.dates.end), path)
             context.log.info(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -93,13 +94,17 @@ def _tags(piece: Slice, reason: str) -> dict[str, str]:
 def _run_in_process(settings: Settings, piece: Slice, reason: str) -> str:
     from grafient_pipeline.definitions import build_definitions
 
-    print(f"syncing {piece} in-process (no Dagster webserver at {dagster_url()})", flush=True)
+    print(
+        f"syncing {piece} ({piece.dates.days} days) in-process: no Dagster webserver answers at "
+        f"{dagster_url()}",
+        flush=True,
+    )
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
     result = job.execute_in_process(
         instance=get_instance(settings),
         tags=_tags(piece, reason),
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
     )
     if not result.success:
         raise SyncError(f"sync of {piece} failed: {_failure_message(result)}")
@@ -110,7 +115,8 @@ def _failure_message(result) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             error = event.step_failure_data.error
-            return error.message.strip().splitlines()[0] if error.message else error.cls_name
+            first_line = error.message.strip().splitlines()[0] if error.message else ""
+            return re.sub(r"^[\w.]+(Failure|Error): ", "", first_line) or error.cls_name
     return "see the run's logs in the Dagster UI"
 
 
