@@ -11,6 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
+from typing import TextIO
 
 from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window, parse_plan
 from grafient_pipeline.settings import Settings, SettingsError, load_settings
@@ -63,13 +64,22 @@ def add_integration(settings: Settings, label: str, plan: str, key: str) -> str:
 
 
 def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
+    from grafient_pipeline.runs import dagster_url, webserver_is_up
+
     integration_id = add_integration(settings, args.label, args.plan, _read_key(args.key_stdin))
     print(integration_id)
-    print(
-        f"added; its {backfill_window(args.plan, date.today()).days}-day backfill runs when the "
-        f"Dagster daemon is up (make demo), or now with: grafient backfill {integration_id}",
-        file=sys.stderr,
-    )
+    days = backfill_window(args.plan, date.today()).days
+    if args.no_backfill:
+        print(f"added; run its {days}-day backfill with: grafient backfill {integration_id}",
+              file=sys.stderr)  # fmt: skip
+    elif webserver_is_up(dagster_url()):
+        print(
+            f"added; the onboarding sensor launches its {days}-day backfill within a minute: "
+            f"{dagster_url()}/runs",
+            file=sys.stderr,
+        )
+    else:
+        _run_backfill(settings, integration_id, sys.stderr)
     return 0
 
 
@@ -158,15 +168,21 @@ def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+def _run_backfill(settings: Settings, integration_id: str, out: TextIO) -> None:
+    """The plan window, marked as requested first so the onboarding sensor does not repeat it."""
     from grafient_pipeline.runs import run_sync
     from grafient_pipeline.sync import utc_today
 
     registry = _registry(settings)
-    integration = registry.get(args.id)
+    integration = registry.get(integration_id)
     window = backfill_window(integration.plan, utc_today())
     registry.mark_backfill_requested(integration.id, window.days)
-    print(run_sync(settings, registry, integration.id, window, "backfill").describe())
+    summary = run_sync(settings, registry, integration.id, window, "backfill", out)
+    print(summary.describe(), file=out)
+
+
+def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    _run_backfill(settings, args.id, sys.stdout)
     return 0
 
 
@@ -234,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--label", default="", help="a name for this organization")
     add.add_argument("--plan", required=True, choices=PLANS)
     add.add_argument("--key-stdin", action="store_true", help="read the key from standard input")
+    add.add_argument(
+        "--no-backfill",
+        action="store_true",
+        help="only save it (by default the plan-window backfill runs now, or through the "
+        "onboarding sensor when a Dagster webserver is up)",
+    )
     add.set_defaults(handler=cmd_integrations_add)
     listing = sub.add_parser("list", help="integrations, their status and masked keys")
     listing.add_argument("--json", action="store_true")

@@ -88,18 +88,10 @@ def _add_demo_integrations(settings: Settings) -> list[str]:
 
 
 def _backfill(settings: Settings, ids: list[str]) -> None:
-    from grafient_pipeline.cli import _registry
-    from grafient_pipeline.plans import backfill_window
-    from grafient_pipeline.runs import run_sync
-    from grafient_pipeline.sync import utc_today
+    from grafient_pipeline.cli import _run_backfill
 
-    registry = _registry(settings)
     for integration_id in ids:
-        integration = registry.get(integration_id)
-        window = backfill_window(integration.plan, utc_today())
-        registry.mark_backfill_requested(integration_id, window.days)
-        summary = run_sync(settings, registry, integration_id, window, "onboarding")
-        print(f"  {summary.describe()}")
+        _run_backfill(settings, integration_id, sys.stdout)
 
 
 def print_summary(settings: Settings) -> None:

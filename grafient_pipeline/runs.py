@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TextIO
 
 import httpx
 
@@ -69,7 +71,12 @@ def _ensure_partition(settings: Settings, integration_id: str) -> None:
 
 
 def run_sync(
-    settings: Settings, registry: Registry, integration_id: str, dates: DateRange, reason: str
+    settings: Settings,
+    registry: Registry,
+    integration_id: str,
+    dates: DateRange,
+    reason: str,
+    out: TextIO = sys.stdout,
 ) -> SyncSummary:
     integration = registry.get(integration_id)
     check_range(integration.plan, dates, utc_today())
@@ -78,9 +85,9 @@ def run_sync(
     _ensure_partition(settings, integration.id)
     url = dagster_url()
     if webserver_is_up(url):
-        run_id, where = _submit(url, piece, reason), f"submitted to {url}"
+        run_id, where = _submit(url, piece, reason, out), f"submitted to {url}"
     else:
-        run_id, where = _run_in_process(settings, piece, reason), "in-process"
+        run_id, where = _run_in_process(settings, piece, reason, out), "in-process"
     rows_after, usd_after = _slice_state(settings, piece)
     return SyncSummary(piece, run_id, where, rows_before, usd_before, rows_after, usd_after)
 
@@ -91,12 +98,13 @@ def _tags(piece: Slice, reason: str) -> dict[str, str]:
     return {**range_tags(piece.integration_id, piece.dates), "grafient/reason": reason}
 
 
-def _run_in_process(settings: Settings, piece: Slice, reason: str) -> str:
+def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO) -> str:
     from grafient_pipeline.definitions import build_definitions
 
     print(
         f"syncing {piece} ({piece.dates.days} days) in-process: no Dagster webserver answers at "
         f"{dagster_url()}",
+        file=out,
         flush=True,
     )
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
@@ -120,15 +128,15 @@ def _failure_message(result) -> str:
     return "see the run's logs in the Dagster UI"
 
 
-def _submit(url: str, piece: Slice, reason: str) -> str:
+def _submit(url: str, piece: Slice, reason: str, out: TextIO) -> str:
     from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
     parsed = httpx.URL(url)
     client = DagsterGraphQLClient(parsed.host, port_number=parsed.port)
-    print(f"submitting {piece} to the Dagster instance at {url}", flush=True)
+    print(f"submitting {piece} to the Dagster instance at {url}", file=out, flush=True)
     try:
         run_id = client.submit_job_execution(JOB_NAME, tags=_tags(piece, reason))
-        status = _wait(client, run_id, url)
+        status = _wait(client, run_id, url, out)
     except DagsterGraphQLClientError as error:
         raise SyncError(f"the Dagster webserver at {url} refused the run: {error}") from None
     if status != "SUCCESS":
@@ -136,13 +144,13 @@ def _submit(url: str, piece: Slice, reason: str) -> str:
     return run_id
 
 
-def _wait(client, run_id: str, url: str, timeout: float = 3600) -> str:
-    print(f"run {run_id}: {url}/runs/{run_id}", flush=True)
+def _wait(client, run_id: str, url: str, out: TextIO, timeout: float = 3600) -> str:
+    print(f"run {run_id}: {url}/runs/{run_id}", file=out, flush=True)
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         status = client.get_run_status(run_id).value
         if status != last:
-            print(f"  {status.lower()}", flush=True)
+            print(f"  {status.lower()}", file=out, flush=True)
             last = status
         if status in {"SUCCESS", "FAILURE", "CANCELED"}:
             return status

@@ -40,8 +40,9 @@ def assert_no_secret(text: str) -> None:
 
 def add(label: str = "Acme Prod", plan: str = "free", key: str = ADMIN_KEY):
     return grafient(
-        "integrations", "add", "--label", label, "--plan", plan, "--key-stdin", stdin=key + "\n"
-    )
+        "integrations", "add", "--label", label, "--plan", plan, "--key-stdin", "--no-backfill",
+        stdin=key + "\n",
+    )  # fmt: skip
 
 
 def test_add_prints_the_id_and_list_masks_the_key(settings):
@@ -186,3 +187,24 @@ def test_cli_add_then_onboarding_sensor_backfill_lands_in_duckdb(settings, emula
     assert days >= 27  # the emulator leaves about one day in ten without spend
     (row,) = json.loads(grafient("integrations", "list", "--json").stdout)
     assert row["status"] == "active" and row["last_synced_at"]
+
+
+def test_add_without_a_daemon_backfills_in_process_and_the_sensor_converges(settings, emulator):
+    added = grafient(
+        "integrations", "add", "--label", "Acme", "--plan", "free", "--key-stdin",
+        stdin=ADMIN_KEY + "\n",
+    )  # fmt: skip
+
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == "acme"
+    assert "acme" in added.stderr and "rows" in added.stderr
+    today = utc_today()
+    with duckdb.connect(settings.warehouse, read_only=True) as conn:
+        (total,) = conn.execute("SELECT sum(amount_usd) FROM rollup_model_daily").fetchone()
+    assert total == emulator.expected_total(ORG_ID, today - timedelta(days=29), today)
+    context = dg.build_sensor_context(
+        instance=get_instance(settings),
+        resources={"registry": RegistryResource(home=str(settings.home))},
+    )
+    sensor = build_definitions(settings).resolve_sensor_def("integrations_sensor")
+    assert sensor.evaluate_tick(context).run_requests == []
