@@ -28,7 +28,7 @@ GROUP_BY = ("line_item", "project_id", "api_key_id")
 COSTS_PATH = "organization/costs"
 MAX_PAGE_SIZE = 180
 CHUNK_SIZE = 256 * 1024  # bytes per read; tests monkeypatch this down to a few bytes
-MAX_VALUE_CHARS = 64 * 1024 * 1024  # one JSON value (a result, a scalar) larger than this is bad
+MAX_VALUE_CHARS = 16 * 1024 * 1024  # a single JSON value (result, extra key) beyond: malformed
 MAX_ERROR_BODY = 64 * 1024
 INITIAL_BACKOFF = 0.5
 MAX_BACKOFF = 8.0
@@ -188,19 +188,17 @@ def _decimal(value: Any, what: str) -> Decimal:
 
 
 def _result(obj: dict[str, Any], raw: str) -> CostResult:
-    try:
+    try:  # the full shape: plain indexing is the fast path (missing keys take the slow one)
         amount = obj["amount"]
-        value = amount["value"]
-        currency = amount.get("currency")
-    except (KeyError, TypeError, AttributeError):
-        raise _BadBody("a cost result has no amount.value") from None
+        value, currency = amount["value"], amount["currency"]
+        line_item, project_id, api_key_id = obj["line_item"], obj["project_id"], obj["api_key_id"]
+        quantity, unit = obj["quantity"], obj["quantity_unit"]
+    except (KeyError, TypeError):
+        return _result_slow(obj, raw)
     if type(value) is not Decimal:
         value = _decimal(value, "amount.value")
-    quantity = obj.get("quantity")
     if quantity is not None and type(quantity) is not Decimal:
         quantity = _decimal(quantity, "quantity")
-    line_item, project_id = obj.get("line_item"), obj.get("project_id")
-    api_key_id, unit = obj.get("api_key_id"), obj.get("quantity_unit")
     ok = _STR_OR_NONE
     if not (
         type(line_item) in ok
@@ -211,6 +209,17 @@ def _result(obj: dict[str, Any], raw: str) -> CostResult:
     ):
         raise _BadBody("a cost result has a text field that is not a string")
     return _build_result(line_item, project_id, api_key_id, value, currency, quantity, unit, raw)
+
+
+def _result_slow(obj: dict[str, Any], raw: str) -> CostResult:
+    """Results with missing keys (legacy shape, no currency): defaults, then the same checks."""
+    amount = obj.get("amount")
+    if type(amount) is not dict or "value" not in amount:
+        raise _BadBody("a cost result has no amount.value")
+    full = dict.fromkeys(("line_item", "project_id", "api_key_id", "quantity", "quantity_unit"))
+    full.update(obj)
+    full["amount"] = {"currency": None, **amount}
+    return _result(full, raw)
 
 
 def _bucket(times: dict[str, Any], results: list[CostResult] | None) -> CostBucket:
@@ -339,7 +348,8 @@ class _PageReader:
                 results = part if results is None else results + part
             else:
                 value, _, pos = self._value(pos)
-                times[key] = value
+                if key in ("start_time", "end_time"):
+                    times[key] = value
             more, pos = self._next(pos, "}")
         return _bucket(times, results), pos
 
