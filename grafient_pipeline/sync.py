@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from grafient_pipeline.openai.client import CostBucket
+from grafient_pipeline.openai.costs_page import CostBucket
 from grafient_pipeline.openai.line_items import parse_line_item
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.warehouse import run_models, transaction

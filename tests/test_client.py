@@ -20,12 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grafient_pipeline.openai import client as client_module
+from grafient_pipeline.openai import costs_page
 from grafient_pipeline.openai.client import (
     GROUP_BY,
     BadRequestError,
     ConnectionCheck,
-    CostBucket,
-    CostResult,
     CostsApiError,
     CostsClient,
     InvalidKeyError,
@@ -35,6 +34,7 @@ from grafient_pipeline.openai.client import (
     UpstreamError,
     mask_key,
 )
+from grafient_pipeline.openai.costs_page import CostBucket, CostResult
 
 BASE = "https://api.openai.com/v1"
 URL = f"{BASE}/organization/costs"
@@ -344,7 +344,7 @@ def split(data: bytes, size: int) -> list[bytes]:
 def test_buffer_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client_module, "CHUNK_SIZE", 1024)
     data = json.dumps(page([bucket(d, [result("0.01")] * 100) for d in days(180)])).encode()
-    reader = client_module._PageReader(iter(split(data, 1024)))
+    reader = costs_page.PageReader(iter(split(data, 1024)), 1024)
     sizes: list[int] = []
     original = reader._more
 
@@ -380,7 +380,7 @@ def test_large_value_in_an_unknown_key_is_fine_and_amortized(
     blob = "x" * 200_000
     body = page([bucket(DAY0, [result("1", note=blob)])])
     data = json.dumps(body).encode()
-    reader = client_module._PageReader(iter(split(data, 16)))
+    reader = costs_page.PageReader(iter(split(data, 16)), 16)
     calls = 0
     original = reader._more
 
@@ -853,7 +853,7 @@ def test_mask_key(key: str, masked: str) -> None:
 
 def test_fast_results_equal_dataclass_results() -> None:
     args = ("li", "p", None, Decimal("1.5"), "usd", None, None, "{}")
-    built = client_module._build_result(*args)
+    built = costs_page._build_result(*args)
     assert built == CostResult(*args)
     assert type(built) is CostResult
     with pytest.raises(AttributeError):
@@ -1112,7 +1112,7 @@ def test_unsupported_base_url_is_not_retried() -> None:
 
 def test_oversized_value_is_malformed(api: respx.Route, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client_module, "CHUNK_SIZE", 64)
-    monkeypatch.setattr(client_module, "MAX_VALUE_CHARS", 1000)
+    monkeypatch.setattr(costs_page, "MAX_VALUE_CHARS", 1000)
     api.mock(return_value=ok(page([bucket(DAY0, [result("1", note="x" * 5000)])])))
     client, _ = make()
     with pytest.raises(MalformedResponseError, match="too large"):

@@ -1,0 +1,290 @@
+"""Incremental parsing of one Costs API page body: buckets come out one at a time.
+
+The body is read from a byte stream and walked with the C JSON scanner, so memory stays around one
+day bucket plus one read whatever the page size. Amounts are ``Decimal`` from the JSON text
+(numbers or numeric strings), never floats; each result keeps its exact original JSON text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, fields
+from decimal import Decimal
+from typing import Any
+
+MAX_VALUE_CHARS = 16 * 1024 * 1024  # a single JSON value (result, extra key) beyond: malformed
+
+
+@dataclass(frozen=True, slots=True)
+class CostResult:
+    line_item: str | None
+    project_id: str | None
+    api_key_id: str | None
+    amount: Decimal
+    currency: str | None
+    quantity: Decimal | None
+    quantity_unit: str | None
+    raw_json: str  # the original JSON text of this result object, exactly as received
+
+
+@dataclass(frozen=True, slots=True)
+class CostBucket:
+    start_time: int  # unix seconds, inclusive
+    end_time: int  # unix seconds, exclusive
+    results: list[CostResult]
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_SCAN = json.JSONDecoder(parse_float=Decimal).scan_once  # the C scanner: (value, end) at an index
+_SCAN_ERRORS = (StopIteration, ValueError, RecursionError, ArithmeticError)  # Decimal("1e99..9")
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+_STR_OR_NONE = frozenset({str, type(None)})
+
+
+class PageFormatError(Exception):
+    """Internal: what is wrong with a body; the client turns it into MalformedResponseError."""
+
+
+def _result_builder() -> Callable[..., CostResult]:
+    # The frozen-dataclass __init__ (object.__setattr__ per field) costs about as much as decoding
+    # the JSON object. Setting the slots through their descriptors gives the same, equal, frozen
+    # CostResult at half the cost; this is the hot path for millions of results.
+    names = tuple(f.name for f in fields(CostResult))
+    assert names == CostResult.__slots__
+    s0, s1, s2, s3, s4, s5, s6, s7 = (getattr(CostResult, n).__set__ for n in names)
+    new = object.__new__
+
+    def build(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any, h: Any) -> CostResult:
+        r = new(CostResult)
+        s0(r, a), s1(r, b), s2(r, c), s3(r, d), s4(r, e), s5(r, f), s6(r, g), s7(r, h)
+        return r
+
+    return build
+
+
+_build_result = _result_builder()
+
+
+def _decimal(value: Any, what: str) -> Decimal:
+    if type(value) is Decimal:
+        return value
+    if type(value) is int:
+        return Decimal(value)
+    if type(value) is str and _NUMBER_TEXT.fullmatch(value):
+        try:
+            return Decimal(value.strip())
+        except ArithmeticError:  # an exponent beyond what Decimal can hold
+            pass
+    raise PageFormatError(f"{what} is not a number")
+
+
+def _result(obj: dict[str, Any], raw: str) -> CostResult:
+    try:  # the full shape: plain indexing is the fast path (missing keys take the slow one)
+        amount = obj["amount"]
+        value, currency = amount["value"], amount["currency"]
+        line_item, project_id, api_key_id = obj["line_item"], obj["project_id"], obj["api_key_id"]
+        quantity, unit = obj["quantity"], obj["quantity_unit"]
+    except (KeyError, TypeError):
+        return _result_slow(obj, raw)
+    if type(value) is not Decimal:
+        value = _decimal(value, "amount.value")
+    if quantity is not None and type(quantity) is not Decimal:
+        quantity = _decimal(quantity, "quantity")
+    ok = _STR_OR_NONE
+    if not (
+        type(line_item) in ok
+        and type(project_id) in ok
+        and type(api_key_id) in ok
+        and type(currency) in ok
+        and type(unit) in ok
+    ):
+        raise PageFormatError("a cost result has a text field that is not a string")
+    return _build_result(line_item, project_id, api_key_id, value, currency, quantity, unit, raw)
+
+
+def _result_slow(obj: dict[str, Any], raw: str) -> CostResult:
+    """Results with missing keys (legacy shape, no currency): defaults, then the same checks."""
+    amount = obj.get("amount")
+    if type(amount) is not dict or "value" not in amount:
+        raise PageFormatError("a cost result has no amount.value")
+    full = dict.fromkeys(("line_item", "project_id", "api_key_id", "quantity", "quantity_unit"))
+    full.update(obj)
+    full["amount"] = {"currency": None, **amount}
+    return _result(full, raw)
+
+
+def _bucket(times: dict[str, Any], results: list[CostResult] | None) -> CostBucket:
+    start, end = times.get("start_time"), times.get("end_time")
+    if type(start) is not int or type(end) is not int:
+        raise PageFormatError("a bucket has no integer start_time/end_time")
+    if results is None:
+        raise PageFormatError("a bucket has no results list")
+    return CostBucket(start, end, results)
+
+
+class PageReader:
+    """Walks one page body ({"data": [bucket, ...], "has_more": ..., ...}) from a byte stream.
+
+    The text buffer holds at most the current, unfinished JSON value plus one read: whenever a
+    value runs past the end of the buffer, the consumed part is dropped and at least as many
+    characters as are pending are read (so re-scans stay amortized O(n)).
+    """
+
+    def __init__(self, chunks: Iterator[bytes], min_read: int = 256 * 1024) -> None:
+        self._min_read = min_read  # characters to read ahead when a value runs past the buffer
+        self._chunks = chunks
+        self._decode = codecs.getincrementaldecoder("utf-8")().decode
+        self.buf = ""
+        self.eof = False
+        self.meta: dict[str, Any] = {}
+        self.saw_data = False
+
+    def _more(self, pos: int) -> bool:
+        """Drop ``buf[:pos]`` and read more; False when the stream had nothing left."""
+        pending = len(self.buf) - pos
+        if pending > MAX_VALUE_CHARS:
+            raise PageFormatError("a single JSON value is too large")
+        pieces, got, want = [self.buf[pos:]], 0, max(pending, self._min_read)
+        try:
+            while got < want and not self.eof:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    self.eof = True
+                text = self._decode(chunk or b"", chunk is None)
+                pieces.append(text)
+                got += len(text)
+        except UnicodeDecodeError:
+            raise PageFormatError("the body is not valid UTF-8") from None
+        self.buf = "".join(pieces)
+        return got > 0
+
+    def _ws(self, pos: int) -> int:
+        while True:
+            pos = _WS.match(self.buf, pos).end()  # type: ignore[union-attr]
+            if pos < len(self.buf):
+                return pos
+            if not self._more(pos):
+                raise PageFormatError("the body ended early")
+            pos = 0
+
+    def _value(self, pos: int) -> tuple[Any, int, int]:
+        """(value, start, end) of the JSON value at ``pos`` (positions in the current buffer)."""
+        while True:
+            buf = self.buf
+            try:
+                value, end = _SCAN(buf, pos)
+            except _SCAN_ERRORS:
+                if not self._more(pos):
+                    raise PageFormatError("the body is not valid JSON") from None
+            else:
+                if end < len(buf) or self.eof:  # a number at the very end may be cut short
+                    return value, pos, end
+                self._more(pos)
+            pos = 0
+
+    def _open(self, pos: int, opener: str, closer: str, what: str) -> tuple[bool, int]:
+        if self.buf[pos] != opener:
+            raise PageFormatError(f"{what} is not a JSON {'object' if opener == '{' else 'array'}")
+        pos = self._ws(pos + 1)
+        return (False, pos + 1) if self.buf[pos] == closer else (True, pos)
+
+    def _key(self, pos: int) -> tuple[str, int]:
+        if self.buf[pos] != '"':
+            raise PageFormatError("an object key is not a string")
+        key, _, end = self._value(pos)
+        pos = self._ws(end)
+        if self.buf[pos] != ":":
+            raise PageFormatError("an object key is not followed by ':'")
+        return key, self._ws(pos + 1)
+
+    def _next(self, pos: int, closer: str) -> tuple[bool, int]:
+        pos = self._ws(pos)
+        char = self.buf[pos]
+        if char == ",":
+            return True, self._ws(pos + 1)
+        if char == closer:
+            return False, pos + 1
+        raise PageFormatError(f"expected ',' or '{closer}'")
+
+    def buckets(self) -> Iterator[CostBucket]:
+        """Yield each bucket as soon as its object closes; then check nothing follows the page."""
+        more, pos = self._open(self._ws(0), "{", "}", "the body")
+        while more:
+            key, pos = self._key(pos)
+            if key == "data":
+                pos = yield from self._data(pos)
+            else:
+                value, _, pos = self._value(pos)
+                if key in ("has_more", "next_page"):
+                    self.meta[key] = value
+            more, pos = self._next(pos, "}")
+        self._finish(pos)
+
+    def _data(self, pos: int) -> Generator[CostBucket, None, int]:
+        more, pos = self._open(pos, "[", "]", "data")
+        self.saw_data = True
+        while more:
+            bucket, pos = self._bucket(pos)
+            yield bucket
+            more, pos = self._next(pos, "]")
+        return pos
+
+    def _bucket(self, pos: int) -> tuple[CostBucket, int]:
+        more, pos = self._open(pos, "{", "}", "a bucket")
+        times: dict[str, Any] = {}
+        results: list[CostResult] | None = None
+        while more:
+            key, pos = self._key(pos)
+            if key == "results":  # may come before start_time/end_time: kept until the bucket ends
+                part, pos = self._results(pos)
+                results = part if results is None else results + part
+            else:
+                value, _, pos = self._value(pos)
+                if key in ("start_time", "end_time"):
+                    times[key] = value
+            more, pos = self._next(pos, "}")
+        return _bucket(times, results), pos
+
+    def _results(self, pos: int) -> tuple[list[CostResult], int]:
+        more, pos = self._open(pos, "[", "]", "results")
+        out: list[CostResult] = []
+        append = out.append
+        while more:
+            buf = self.buf
+            if buf[pos] != "{":
+                raise PageFormatError("a cost result is not an object")
+            try:
+                obj, end = _SCAN(buf, pos)
+            except _SCAN_ERRORS:
+                end = len(buf)  # cut short by the buffer end, or bad: the slow path decides
+            if end >= len(buf):
+                obj, pos, end = self._value(pos)
+                buf = self.buf
+            append(_result(obj, buf[pos:end]))
+            if buf.startswith(",{", end):  # the compact common case
+                pos = end + 1
+            else:
+                more, pos = self._next(end, "]")
+        return out, pos
+
+    def _finish(self, pos: int) -> None:
+        while True:
+            pos = _WS.match(self.buf, pos).end()  # type: ignore[union-attr]
+            if pos < len(self.buf):
+                raise PageFormatError("there is data after the JSON body")
+            if not self._more(pos):
+                return
+            pos = 0
+
+    def page_info(self) -> tuple[bool, str | None]:
+        if not self.saw_data:
+            raise PageFormatError("the body has no data list")
+        has_more, next_page = self.meta.get("has_more"), self.meta.get("next_page")
+        if has_more is not None and type(has_more) is not bool:
+            raise PageFormatError("has_more is not a boolean")
+        if has_more and (type(next_page) is not str or not next_page):
+            raise PageFormatError("has_more is true but next_page is not a cursor")
+        return bool(has_more), next_page if has_more else None
