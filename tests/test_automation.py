@@ -13,7 +13,7 @@ from grafient_pipeline.partitions import range_tags
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.resources import RegistryResource
 from grafient_pipeline.sync import utc_today
-from tests.conftest import ADMIN_KEY, ORG_ID
+from tests.conftest import ADMIN_KEY, ORG_ID, run_range
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -163,7 +163,8 @@ def test_force_sync_materializes_yesterday_and_today(settings, registry, instanc
     assert result.success
     with duckdb.connect(settings.warehouse, read_only=True) as conn:
         rows = conn.execute(
-            "SELECT cost_date, sum(amount_usd), bool_and(is_final) FROM fct_costs GROUP BY 1 ORDER BY 1"
+            "SELECT cost_date, sum(amount_usd), bool_and(is_final) FROM fct_costs "
+            "GROUP BY 1 ORDER BY 1"
         ).fetchall()
     expected = emulator.expected_totals(ORG_ID, today - timedelta(days=1), today)
     assert {d: t for d, t, _ in rows} == {d: t for d, t in expected.items() if t}
@@ -173,3 +174,19 @@ def test_force_sync_materializes_yesterday_and_today(settings, registry, instanc
         (today - timedelta(days=1)).isoformat(),
         today.isoformat(),
     }
+
+
+def test_freshness_check_flags_an_active_integration_without_yesterday(
+    settings, registry, instance, defs
+):
+    synced = registry.add("Synced", "pro", ADMIN_KEY, organization_id=ORG_ID)
+    late = registry.add("Late", "pro", ADMIN_KEY)
+    yesterday = utc_today() - timedelta(days=1)
+    run_range(settings, instance, synced.id, DateRange(yesterday, yesterday))
+    registry.mark_synced(late.id, datetime.now(UTC))  # active, but yesterday never landed
+
+    result = defs.resolve_job_def("freshness_check_job").execute_in_process(instance=instance)
+
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["missing"].value == [late.id]
