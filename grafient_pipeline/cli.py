@@ -308,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from grafient_pipeline.demo import DemoError
     from grafient_pipeline.openai.client import CostsApiError
     from grafient_pipeline.registry import RegistryError
     from grafient_pipeline.runs import SyncError
@@ -316,6 +317,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (
         CliError,
+        DemoError,
         SettingsError,
         PlanError,
         CostsApiError,

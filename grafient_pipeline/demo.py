@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -22,6 +23,11 @@ DEMO_INTEGRATIONS = (
     ("Acme Research", "pro", "org-acme-research"),
 )
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on: its message says why and what to do."""
+
 
 SUMMARY_SQL = {
     "Spend per integration": """
@@ -48,13 +54,13 @@ def _wait_http(url: str, seconds: float, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited early (code {process.returncode})")
+            raise DemoError(f"{process.args[0]} exited early (code {process.returncode})")
         try:
             httpx.get(url, timeout=1)
             return
         except httpx.HTTPError:
             time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
+    raise DemoError(f"{url} did not answer within {seconds:.0f} s")
 
 
 def _start_emulator(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
@@ -105,18 +111,41 @@ def print_summary(settings: Settings) -> None:
             _print_table([d[0] for d in cursor.description], cursor.fetchall())
 
 
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    # Each child leads its own process group: signal the group, even if the leader has exited.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
 def _stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+        _signal_group(process, signal.SIGTERM)
     for process in processes:
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            _signal_group(process, signal.SIGKILL)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> int:
+    if ui and _port_in_use(port):
+        raise DemoError(
+            f"port {port} is in use (another Dagster UI or demo?): stop it, or pass --port"
+        )
+    # The demo's own runs stay in-process on its own instance, never in another running UI.
+    os.environ["GRAFIENT_DAGSTER_URL"] = f"http://127.0.0.1:{port}"
+    # Closing the terminal or `kill` must stop the emulator and the UI too, not orphan them.
+    signal.signal(signal.SIGHUP, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     prepare_home(settings)
     processes: list[subprocess.Popen] = []
     try:
@@ -171,4 +200,5 @@ def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) 
             time.sleep(1)
     except KeyboardInterrupt:
         print("\nstopping the UI and the emulator")
-    return 0
+        return 0
+    raise DemoError(f"dagster dev exited on its own (code {process.returncode}); see its output")
