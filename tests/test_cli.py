@@ -208,3 +208,27 @@ def test_add_without_a_daemon_backfills_in_process_and_the_sensor_converges(sett
     )
     sensor = build_definitions(settings).resolve_sensor_def("integrations_sensor")
     assert sensor.evaluate_tick(context).run_requests == []
+
+
+def test_keys_rotate_re_encrypts_under_a_new_file_master_key(settings, monkeypatch):
+    monkeypatch.delenv("GRAFIENT_MASTER_KEY")
+    assert add(plan="pro").returncode == 0
+    master_key = Path(settings.master_key_path)
+    before = master_key.read_bytes()
+
+    rotated = grafient("keys", "rotate")
+
+    assert rotated.returncode == 0, rotated.stderr
+    assert "re-encrypted 1 key" in rotated.stdout
+    assert master_key.read_bytes() != before
+    assert oct(master_key.stat().st_mode & 0o777) == "0o600"
+    tested = grafient("integrations", "test", "acme-prod")
+    assert tested.returncode == 0, tested.stderr
+    assert_no_secret(rotated.stdout + rotated.stderr + tested.stdout)
+
+
+def test_keys_rotate_with_an_env_master_key_says_how(settings):
+    result = grafient("keys", "rotate")
+    assert result.returncode == 1
+    assert "GRAFIENT_MASTER_KEY_PREVIOUS" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
