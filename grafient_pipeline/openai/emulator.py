@@ -23,6 +23,10 @@ Grouping
     Filters (``project_ids``, ``api_key_ids``) select leaves first; then leaves are summed
     exactly per requested ``group_by`` dimensions; ungrouped dimensions are ``null``. Without
     ``line_item`` in ``group_by``, ``quantity`` and ``quantity_unit`` are ``null`` (mixed units).
+
+The data side lives in :mod:`grafient_pipeline.openai.emulator_data`, the request side (errors,
+query parsing, auth messages, responses) in :mod:`grafient_pipeline.openai.emulator_protocol`;
+this module holds the fault switches, :class:`CostsEmulator`, the HTTP server and the command line.
 """
 
 from __future__ import annotations
@@ -32,10 +36,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
-import math
-import random
-import re
 import secrets
 import signal
 import socket
@@ -44,34 +44,83 @@ import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
-SCALE = 10**16  # amounts are integers of 1e-16 USD
-DAY = 86_400
-COSTS_PATH = "/v1/organization/costs"
-GROUP_DIMS = ("project_id", "line_item", "api_key_id")
-MAX_LIMIT = 180
-DEFAULT_LIMIT = 7
-EMPTY_DAY_RATE = 0.1
+from grafient_pipeline.openai.emulator_data import (
+    EMPTY_DAY_RATE,
+    LINE_ITEMS,
+    SCALE,
+    Day,
+    LeafBodies,
+    Shape,
+    Universe,
+    amount_text,
+    base_units,
+    generate_day,
+    grouped_fragment,
+    j,
+    leaf_fragment,
+    leaf_row,
+    result_head,
+    scale_units,
+    units_to_decimal,
+)
+from grafient_pipeline.openai.emulator_protocol import (
+    COSTS_PATH,
+    DAY,
+    DEFAULT_LIMIT,
+    DEMO_ORGS,
+    GROUP_DIMS,
+    MALFORMED,
+    MAX_LIMIT,
+    MISSING_SCOPES,
+    NO_KEY,
+    ApiError,
+    Query,
+    Response,
+    bad,
+    bad_key,
+    bucket_spans,
+    check_orgs,
+    coalesce,
+    day_start,
+    iso,
+    parse_query,
+    server_error,
+)
+
+__all__ = [
+    "CACHE_MAX_BYTES",
+    "COSTS_PATH",
+    "DAY",
+    "DAY_CACHE_MAX",
+    "DEFAULT_LIMIT",
+    "DEMO_ORGS",
+    "EMPTY_DAY_RATE",
+    "GROUP_DIMS",
+    "LINE_ITEMS",
+    "MAX_LIMIT",
+    "SCALE",
+    "ApiError",
+    "CostsEmulator",
+    "Faults",
+    "add_emulator_arguments",
+    "amount_text",
+    "main",
+    "parse_query",
+    "run_from_args",
+]
+
 CACHE_MAX_BYTES = 3 * 2**30
 DAY_CACHE_MAX = 1024
-_QBITS = 12  # quantity table size 4096 per unit
-_MAX_TS = 2**33
 
-
-def _demo_key(org_id: str) -> str:
-    digest = hashlib.sha256(f"grafient-demo|{org_id}".encode()).hexdigest()[:32]
-    return f"sk-admin-demo-{org_id.removeprefix('org-')}-{digest}"
-
-
-DEMO_ORGS: dict[str, str] = {o: _demo_key(o) for o in ("org-acme-prod", "org-acme-research")}
 
 # --------------------------------------------------------------------------- faults
 
@@ -120,505 +169,6 @@ class Faults:
         return True
 
 
-# --------------------------------------------------------------------------- catalogue
-
-_UNITS: dict[str | None, tuple[int, int, int]] = {  # unit -> (low, high, scale of the quantity)
-    "tokens": (1, 20_000_000, 1),
-    "1000_tokens": (1, 40_000, 1),
-    "images": (1, 800, 1),
-    "duration_seconds": (1, 200_000, 1),
-    "duration_minutes": (1, 4_000, 1),
-    "duration_hours": (1, 300, 1),
-    "characters": (20, 3_000_000, 1),
-    "gibibyte_hours": (1, 400_000, 10),  # tenths: quantity like 1234.5
-    None: (1, 20_000, 1),  # tool calls: a count with quantity_unit null
-}
-
-_CATALOGUE: tuple[tuple[str, str | None, str], ...] = (  # line_item, quantity_unit, USD per unit
-    ("gpt-4o-mini-2024-07-18, input", "tokens", "0.00000015"),
-    ("gpt-4o-mini-2024-07-18, output", "tokens", "0.0000006"),
-    ("gpt-4o-mini-2024-07-18, cached input", "tokens", "0.000000075"),
-    ("gpt-4o-2024-08-06, input", "tokens", "0.0000025"),
-    ("gpt-4o-2024-08-06, output", "tokens", "0.00001"),
-    ("gpt-4o-2024-08-06, cached input", "tokens", "0.00000125"),
-    ("gpt-4o, input_tokens", "tokens", "0.0000025"),
-    ("ft-gpt-4o-2024-08-06, input", "tokens", "0.00000375"),
-    ("ft-gpt-4o-2024-08-06, output", "tokens", "0.000015"),
-    ("gpt-5.4-2026-03-05, input", "tokens", "0.00000125"),
-    ("gpt-5.4-2026-03-05, output", "tokens", "0.00001"),
-    ("gpt-5.4-2026-03-05, cached input", "tokens", "0.000000125"),
-    ("gpt-5.4-2026-03-05, cache writes", "tokens", "0.0000015625"),
-    ("gpt-5.4-mini-2026-03-17, input", "tokens", "0.00000025"),
-    ("gpt-5.4-mini-2026-03-17, output", "tokens", "0.000002"),
-    ("gpt-5.4-mini-2026-03-17, cached input", "tokens", "0.000000025"),
-    ("gpt-5.6-sol, input", "tokens", "0.0000015"),
-    ("gpt-5.6-sol, output", "tokens", "0.000012"),
-    ("gpt-5.6-sol, cached input", "tokens", "0.00000015"),
-    ("gpt-5.6-sol, cache writes", "tokens", "0.000001875"),
-    ("gpt-5.6-sol, input, long context", "tokens", "0.000003"),
-    ("gpt-5.6-sol, output, long context", "tokens", "0.000018"),
-    ("priority | gpt-5.6-sol, input", "tokens", "0.0000026666666667"),
-    ("priority | gpt-5.6-sol, output", "tokens", "0.0000213333333333"),
-    ("priority | gpt-5.6-sol, output, long context", "tokens", "0.0000426666666667"),
-    ("o1-pro, input", "tokens", "0.00015"),
-    ("o1-pro, output", "tokens", "0.0006"),
-    ("text-embedding-3-small, input", "tokens", "0.00000002"),
-    ("text-embedding-3-large, input", "1000_tokens", "0.00013"),
-    ("gpt-audio-mini-2025-12-15 audio, input", "tokens", "0.00001"),
-    ("gpt-audio-mini-2025-12-15 audio, output", "tokens", "0.00002"),
-    ("gpt-audio-mini-2025-12-15 text, input", "tokens", "0.0000006"),
-    ("gpt-audio-mini-2025-12-15 text, output", "tokens", "0.0000024"),
-    ("gpt-image-2.5-flare image, output", "images", "0.04"),
-    ("gpt-image-2.5-flare text, input", "tokens", "0.000005"),
-    ("whisper-1, audio", "duration_seconds", "0.0001"),
-    ("gpt-4o-mini-transcribe, audio", "duration_minutes", "0.003"),
-    ("tts-1-hd, characters", "characters", "0.00003"),
-    ("web search tool calls", None, "0.01"),
-    ("Web search tool calls", None, "0.025"),
-    ("Vector storage", "gibibyte_hours", "0.000138888888889"),
-    ("Code interpreter sessions", "duration_hours", "0.03"),
-)
-LINE_ITEMS: tuple[str, ...] = tuple(c[0] for c in _CATALOGUE)
-_L = len(_CATALOGUE)
-
-
-def _quantity_table(unit: str | None) -> tuple[int, ...]:
-    low, high, _ = _UNITS[unit]
-    n = 1 << _QBITS
-    return tuple(max(low, round(low * (high / low) ** (i / (n - 1)))) for i in range(n))
-
-
-def _price_units(usd: str, unit: str | None) -> int:
-    scaled = Decimal(usd) * SCALE / _UNITS[unit][2]
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"price {usd} has too many decimals")
-    return int(scaled)
-
-
-_QTABLES = {u: _quantity_table(u) for u in _UNITS}
-_LI_QTABLE = tuple(_QTABLES[c[1]] for c in _CATALOGUE)
-_LI_PRICE = tuple(_price_units(c[2], c[1]) for c in _CATALOGUE)
-_LI_QSCALE = tuple(_UNITS[c[1]][2] for c in _CATALOGUE)
-_LI_JSON = tuple(json.dumps(c[0]) for c in _CATALOGUE)
-_LI_UNIT_JSON = tuple(json.dumps(c[1]) for c in _CATALOGUE)
-
-
-def _split_bkey(bkey: int) -> tuple[int, int, bool]:
-    """A leaf's packed key -> (line item index, quantity index, padded-amount flag)."""
-    return bkey >> 13, (bkey >> 1) & ((1 << _QBITS) - 1), bool(bkey & 1)
-
-
-def _base_units(bkey: int) -> int:
-    li, qi, _ = _split_bkey(bkey)
-    return _LI_QTABLE[li][qi] * _LI_PRICE[li]
-
-
-def _qty_text(li: int, scaled: int) -> str:
-    if _LI_QSCALE[li] == 1:
-        return str(scaled)
-    whole, tenth = divmod(scaled, 10)
-    return f"{whole}.{tenth}"
-
-
-def amount_text(units: int, padded: bool = False) -> str:
-    """JSON number text for ``units`` * 1e-16 USD, never through float.
-
-    Below 1e-4 it uses exponent notation (``1.29e-05``); otherwise either all 16 decimals
-    (``0.8958740000000000``, when ``padded``) or trailing zeros trimmed (``0.4105``, ``2.0``).
-    """
-    if units < 0:
-        return "-" + amount_text(-units, padded)
-    if units == 0:
-        return "0.0"
-    whole, frac = divmod(units, SCALE)
-    if whole == 0 and frac < 10**12:
-        digits = str(units)
-        mantissa = digits.rstrip("0")
-        mantissa = mantissa[0] + ("." + mantissa[1:] if len(mantissa) > 1 else "")
-        return f"{mantissa}e-{17 - len(digits):02d}"
-    if padded:
-        return f"{whole}.{frac:016d}"
-    return f"{whole}.{f'{frac:016d}'.rstrip('0') or '0'}"
-
-
-def _units_to_decimal(units: int) -> Decimal:
-    return Decimal(amount_text(units))
-
-
-def _scale_units(units: int, factor: Decimal) -> int:
-    """``units * factor`` rounded half-even to a whole 1e-16, in exact integer arithmetic."""
-    num, den = factor.as_integer_ratio()
-    q, r = divmod(units * num, den)
-    if 2 * r > den or (2 * r == den and q % 2):
-        q += 1
-    return q
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _ident(prefix: str, seed_text: str, length: int) -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-    rng = random.Random(seed_text)
-    return prefix + "".join(rng.choice(alphabet) for _ in range(length))
-
-
-@dataclass(frozen=True)
-class _Universe:
-    """An org's projects and API keys; combo ``c`` is (line item ``c % L``, key ``c // L``)."""
-
-    projects: tuple[str, ...]
-    keys: tuple[str, ...]  # key index -> id; its project is index // per_project
-    per_project: int
-
-    @classmethod
-    def build(cls, seed: int, org: str, results_per_day: int) -> _Universe:
-        n_proj = 3
-        while _L * n_proj * n_proj < results_per_day:
-            n_proj += 1
-        per = n_proj
-        projects = tuple(_ident("proj_", f"{seed}|{org}|p{i}", 24) for i in range(n_proj))
-        keys = tuple(_ident("key_", f"{seed}|{org}|k{i}", 16) for i in range(n_proj * per))
-        return cls(projects, keys, per)
-
-    @property
-    def combos(self) -> int:
-        return _L * len(self.keys)
-
-
-@dataclass
-class _Day:
-    """The leaves of one (org, day), as parallel arrays."""
-
-    keys: array  # api key index per leaf
-    bkeys: array  # packed (line item, quantity index, padded flag) per leaf
-    hours: bytes
-    units: list[int] | None = None  # set once the day has been restated
-
-    def leaf_units(self) -> list[int]:
-        return self.units if self.units is not None else [_base_units(b) for b in self.bkeys]
-
-
-def _coprime(rng: random.Random, n: int) -> int:
-    while True:
-        a = rng.randrange(1, max(2, n))
-        if math.gcd(a, n) == 1:
-            return a
-
-
-def _generate_day(seed: int, org: str, day: date, uni: _Universe, n: int) -> _Day:
-    """The deterministic leaves of (seed, org, day): n unique combos, or none (~10% of days)."""
-    rng = random.Random(f"{seed}|{org}|{day.isoformat()}")
-    if n <= 0 or rng.random() < EMPTY_DAY_RATE:
-        return _Day(array("i"), array("i"), b"")
-    total = uni.combos
-    a, b = _coprime(rng, total), rng.randrange(total)
-    combos = [(a * i + b) % total for i in range(n)]
-    bits = array("I", rng.randbytes(4 * n))
-    if sys.byteorder == "big":
-        bits.byteswap()
-    qmask = ((1 << _QBITS) - 1) << 1
-    bkeys = array(
-        "i",
-        [
-            ((c % _L) << 13) | ((x >> 2) & qmask) | ((x & 3) == 0)
-            for c, x in zip(combos, bits, strict=True)
-        ],
-    )
-    hours = bytes([(x >> 16) % 24 for x in bits])
-    return _Day(array("i", [c // _L for c in combos]), bkeys, hours)
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """How results look: grouped dimensions plus the shape quirks of :class:`Faults`."""
-
-    g_line_item: bool
-    g_project: bool
-    g_key: bool
-    strings: bool
-    extra: bool
-    legacy: bool
-
-    @property
-    def per_leaf(self) -> bool:
-        return self.g_line_item and self.g_project and self.g_key
-
-
-def _j(value: str | None) -> str:
-    return "null" if value is None else json.dumps(value)
-
-
-def _result_head(shape: _Shape, org: str, project: str | None, key: str | None) -> str:
-    head = '{"object":"organization.costs.result"'
-    if shape.extra:
-        head += f',"organization_id":{_j(org)}'
-    head += f',"project_id":{_j(project)}'
-    if not shape.legacy:
-        head += f',"api_key_id":{_j(key)}'
-    return head
-
-
-def _result_body(shape: _Shape, amount: str, li: int | None, qty: int | None) -> str:
-    value = f'"{amount}"' if shape.strings else amount
-    body = f',"amount":{{"value":{value},"currency":"usd"}}'
-    body += f',"line_item":{"null" if li is None else _LI_JSON[li]}'
-    if not shape.legacy:
-        qty_json = "null" if li is None or qty is None else _qty_text(li, qty)
-        unit_json = "null" if li is None else _LI_UNIT_JSON[li]
-        body += f',"quantity":{qty_json},"quantity_unit":{unit_json}'
-    if shape.extra:
-        body += ',"organization_name":"Emulated organization"'
-    return body + "}"
-
-
-class _LeafBodies(dict[int, bytes]):
-    """Cache: packed leaf key -> rendered tail of the result (ending with a comma)."""
-
-    def __init__(self, shape: _Shape) -> None:
-        super().__init__()
-        self.shape = shape
-
-    def __missing__(self, bkey: int) -> bytes:
-        li, qi, padded = _split_bkey(bkey)
-        qty = _LI_QTABLE[li][qi]
-        text = _result_body(self.shape, amount_text(qty * _LI_PRICE[li], padded), li, qty)
-        self[bkey] = encoded = (text + ",").encode()
-        return encoded
-
-
-def _leaf_fragment(keys: array, bkeys: array, heads: list[bytes], bodies: _LeafBodies) -> bytes:
-    """Results of one bucket when every leaf is its own result: mostly list and bytes joins."""
-    if not keys:
-        return b""
-    parts: list[bytes] = [b""] * (2 * len(keys))
-    parts[0::2] = map(heads.__getitem__, keys)
-    parts[1::2] = map(bodies.__getitem__, bkeys)
-    parts[-1] = parts[-1][:-1]
-    return b"".join(parts)
-
-
-def _grouped_fragment(
-    shape: _Shape, org: str, uni: _Universe, keys: array, bkeys: array, units: list[int]
-) -> bytes:
-    """Results of one bucket aggregated by the grouped dimensions (exact integer sums)."""
-    groups: dict[tuple[int, int, int], list[int]] = {}
-    for k, bk, u in zip(keys, bkeys, units, strict=True):
-        li, qi, padded = _split_bkey(bk)
-        gkey = (
-            li if shape.g_line_item else -1,
-            k // uni.per_project if shape.g_project else -1,
-            k if shape.g_key else -1,
-        )
-        acc = groups.get(gkey)
-        if acc is None:
-            groups[gkey] = [u, _LI_QTABLE[li][qi], int(padded)]
-        else:
-            acc[0] += u
-            acc[1] += _LI_QTABLE[li][qi]
-    out = []
-    for (li, p, k), (u, qty, padded) in groups.items():
-        head = _result_head(
-            shape, org, uni.projects[p] if p >= 0 else None, uni.keys[k] if k >= 0 else None
-        )
-        body = _result_body(shape, amount_text(u, bool(padded)), li if li >= 0 else None, qty)
-        out.append(head + body)
-    return ",".join(out).encode()
-
-
-# --------------------------------------------------------------------------- requests
-
-
-class ApiError(Exception):
-    """An OpenAI-style error answer."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        type_: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.type = (
-            status,
-            message,
-            param,
-            code,
-            type_,
-        )
-
-    def body(self) -> bytes:
-        err = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return json.dumps({"error": err}).encode()
-
-
-def _bad(param: str, message: str) -> ApiError:
-    return ApiError(400, message, param=param)
-
-
-@dataclass(frozen=True)
-class _Query:
-    start: int
-    end: int | None
-    limit: int
-    group_by: frozenset[str]
-    project_ids: frozenset[str] | None
-    api_key_ids: frozenset[str] | None
-    page: str | None
-
-    def fingerprint(self, org: str) -> str:
-        def srt(s: frozenset[str] | None) -> list[str] | None:
-            return None if s is None else sorted(s)
-
-        canon = [org, self.start, self.end, sorted(self.group_by)]
-        canon += [srt(self.project_ids), srt(self.api_key_ids)]
-        return hashlib.sha256(json.dumps(canon).encode()).hexdigest()[:16]
-
-
-_ARRAY_PARAMS = ("group_by", "project_ids", "api_key_ids")
-
-
-def _collect_params(query: str) -> tuple[dict[str, str], dict[str, list[str]]]:
-    scalars: dict[str, str] = {}
-    arrays: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        base = name.removesuffix("[]")
-        if base in _ARRAY_PARAMS:
-            arrays.setdefault(base, []).append(value)
-        elif name == base:
-            scalars[name] = value
-    return scalars, arrays
-
-
-def _int_param(scalars: dict[str, str], name: str, low: int, high: int) -> int | None:
-    raw = scalars.get(name)
-    if raw is None:
-        return None
-    if not re.fullmatch(r"-?[0-9]+", raw.strip()):
-        raise _bad(name, f"Invalid value for '{name}': {raw!r} is not an integer.")
-    value = int(raw.strip())
-    if not low <= value <= high:
-        raise _bad(name, f"Invalid value for '{name}': must be between {low} and {high}.")
-    return value
-
-
-def _array_param(arrays: dict[str, list[str]], name: str) -> frozenset[str] | None:
-    values = arrays.get(name)
-    if values is None:
-        return None
-    if any(not v for v in values):
-        raise _bad(name, f"Invalid value for '{name}': empty string.")
-    return frozenset(values)
-
-
-def parse_query(query: str) -> _Query:
-    """Validate the query string of a costs request; raises :class:`ApiError` (400)."""
-    scalars, arrays = _collect_params(query)
-    start = _int_param(scalars, "start_time", 0, _MAX_TS)
-    if start is None:
-        raise _bad("start_time", "Missing required parameter: 'start_time'.")
-    end = _int_param(scalars, "end_time", 0, _MAX_TS)
-    if end is not None and end <= start:
-        raise _bad("end_time", "Invalid value for 'end_time': must be after 'start_time'.")
-    width = scalars.get("bucket_width", "1d")
-    if width != "1d":
-        raise _bad(
-            "bucket_width", f"Invalid value for 'bucket_width': {width!r}; costs support '1d' only."
-        )
-    limit = _int_param(scalars, "limit", 1, MAX_LIMIT)
-    group_by = _array_param(arrays, "group_by") or frozenset()
-    for dim in sorted(group_by - set(GROUP_DIMS)):
-        raise _bad(
-            "group_by",
-            f"Invalid value for 'group_by': {dim!r}. Supported: {', '.join(GROUP_DIMS)}.",
-        )
-    return _Query(
-        start,
-        end,
-        DEFAULT_LIMIT if limit is None else limit,
-        group_by,
-        _array_param(arrays, "project_ids"),
-        _array_param(arrays, "api_key_ids"),
-        scalars.get("page"),
-    )
-
-
-def _mask(key: str) -> str:
-    prefix = (
-        "sk-admin-" if key.startswith("sk-admin-") else key[:3] if key.startswith("sk-") else ""
-    )
-    return f"{prefix}***{key[-4:]}"
-
-
-@dataclass
-class _Response:
-    status: int
-    chunks: list[bytes]
-    headers: dict[str, str] = field(default_factory=dict)
-    truncate: bool = False
-    content_type: str = "application/json"
-
-    @classmethod
-    def error(cls, err: ApiError, headers: dict[str, str] | None = None) -> _Response:
-        return cls(err.status, [err.body()], headers or {})
-
-
-_HTML_502 = (
-    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
-    b"</body>\r\n</html>\r\n"
-)
-_MALFORMED = b'{"object":"page","data":[{"object":"bucket","start_time":,"results":[{]}'
-
-
-def _coalesce(chunks: list[bytes], size: int = 1 << 20) -> Iterable[bytes]:
-    """Merge small chunks into writes of about ``size`` bytes; big chunks pass through."""
-    pending: list[bytes] = []
-    pending_len = 0
-    for chunk in chunks:
-        if len(chunk) >= size:
-            if pending:
-                yield b"".join(pending)
-                pending, pending_len = [], 0
-            yield chunk
-            continue
-        pending.append(chunk)
-        pending_len += len(chunk)
-        if pending_len >= size:
-            yield b"".join(pending)
-            pending, pending_len = [], 0
-    if pending:
-        yield b"".join(pending)
-
-
-def _day_start(day: date) -> int:
-    return (day - date(1970, 1, 1)).days * DAY
-
-
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _spans(
-    start: int, end: int | None, limit: int, now_ts: int
-) -> tuple[list[tuple[int, int]], bool]:
-    """Bucket spans of one page from ``start``: day-aligned except the first and the last."""
-    stop = now_ts if end is None else min(end, now_ts)
-    spans: list[tuple[int, int]] = []
-    cur = start
-    while cur < stop and len(spans) < limit:
-        nxt = min(cur - cur % DAY + DAY, stop)
-        spans.append((cur, nxt))
-        cur = nxt
-    return spans, cur < stop
-
-
 # --------------------------------------------------------------------------- emulator
 
 
@@ -636,7 +186,7 @@ class CostsEmulator:
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self.orgs: dict[str, str] = dict(DEMO_ORGS if orgs is None else orgs)
-        _check_orgs(self.orgs)
+        check_orgs(self.orgs)
         if results_per_day < 0:
             raise ValueError("results_per_day must be >= 0")
         self.seed, self.results_per_day, self.port, self.host = seed, results_per_day, port, host
@@ -648,11 +198,11 @@ class CostsEmulator:
         self._revoked: set[str] = set()
         self._restated: dict[tuple[str, date], list[Decimal]] = {}
         self._lock = threading.RLock()
-        self._universes: dict[str, _Universe] = {}
-        self._days: OrderedDict[tuple[str, date], _Day] = OrderedDict()
+        self._universes: dict[str, Universe] = {}
+        self._days: OrderedDict[tuple[str, date], Day] = OrderedDict()
         self._frags: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._frag_bytes = 0
-        self._leaf_caches: dict[tuple[str, _Shape], tuple[list[bytes], _LeafBodies]] = {}
+        self._leaf_caches: dict[tuple[str, Shape], tuple[list[bytes], LeafBodies]] = {}
         self._secret = hashlib.sha256(f"grafient-emulator-cursor|{seed}".encode()).digest()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -729,12 +279,10 @@ class CostsEmulator:
         Days from today's midnight on that are not yet started are absent; today holds only the
         leaves with ``hour < now.hour``; empty days are ``Decimal(0)``.
         """
-        return {
-            d: _units_to_decimal(u) for d, u in self._expected_units(org_id, start, end).items()
-        }
+        return {d: units_to_decimal(u) for d, u in self._expected_units(org_id, start, end).items()}
 
     def expected_total(self, org_id: str, start: date, end: date) -> Decimal:
-        return _units_to_decimal(sum(self._expected_units(org_id, start, end).values()))
+        return units_to_decimal(sum(self._expected_units(org_id, start, end).values()))
 
     def results_for_day(self, org_id: str, day: date) -> list[dict[str, Any]]:
         """The leaf rows of a whole day (ignoring the partial-today rule), with their ``hour``."""
@@ -743,7 +291,7 @@ class CostsEmulator:
             uni, d = self._universe(org_id), self._day(org_id, day)
             units = d.leaf_units()
         return [
-            _leaf_row(uni, k, bk, u, h)
+            leaf_row(uni, k, bk, u, h)
             for k, bk, u, h in zip(d.keys, d.bkeys, units, d.hours, strict=True)
         ]
 
@@ -752,8 +300,8 @@ class CostsEmulator:
         now_ts = self._now_ts()
         out: dict[date, int] = {}
         day = start
-        while day <= end and _day_start(day) < now_ts:
-            hours = min(24, (now_ts - _day_start(day)) // 3600)
+        while day <= end and day_start(day) < now_ts:
+            hours = min(24, (now_ts - day_start(day)) // 3600)
             with self._lock:
                 d = self._day(org_id, day)
                 units = d.leaf_units()
@@ -773,28 +321,28 @@ class CostsEmulator:
             now = now.replace(tzinfo=UTC)
         return int(now.timestamp())
 
-    def _universe(self, org: str) -> _Universe:
+    def _universe(self, org: str) -> Universe:
         uni = self._universes.get(org)
         if uni is None:
-            uni = self._universes[org] = _Universe.build(self.seed, org, self.results_per_day)
+            uni = self._universes[org] = Universe.build(self.seed, org, self.results_per_day)
         return uni
 
-    def _day(self, org: str, day: date) -> _Day:
+    def _day(self, org: str, day: date) -> Day:
         key = (org, day)
         d = self._days.get(key)
         if d is not None:
             self._days.move_to_end(key)
             return d
-        d = _generate_day(self.seed, org, day, self._universe(org), self.results_per_day)
+        d = generate_day(self.seed, org, day, self._universe(org), self.results_per_day)
         for factor in self._restated.get(key, ()):
-            d.units = [_scale_units(u, factor) for u in d.leaf_units()]
+            d.units = [scale_units(u, factor) for u in d.leaf_units()]
         self._days[key] = d
         if len(self._days) > DAY_CACHE_MAX:
             self._days.popitem(last=False)
         return d
 
     def _fragment(
-        self, org: str, day: date, hours: tuple[int, int], shape: _Shape, q: _Query
+        self, org: str, day: date, hours: tuple[int, int], shape: Shape, q: Query
     ) -> bytes:
         version = len(self._restated.get((org, day), ()))
         key = (org, day, hours, shape, q.project_ids, q.api_key_ids, version)
@@ -811,31 +359,31 @@ class CostsEmulator:
         return frag
 
     def _build_fragment(
-        self, org: str, day: date, hours: tuple[int, int], shape: _Shape, q: _Query
+        self, org: str, day: date, hours: tuple[int, int], shape: Shape, q: Query
     ) -> bytes:
         uni, d = self._universe(org), self._day(org, day)
         keys, bkeys, units = _select(d, uni, hours, q)
         if shape.per_leaf and units is None:
             heads, bodies = self._leaf_cache(org, shape)
-            return _leaf_fragment(keys, bkeys, heads, bodies)
+            return leaf_fragment(keys, bkeys, heads, bodies)
         if units is None:
-            units = [_base_units(b) for b in bkeys]
-        return _grouped_fragment(shape, org, uni, keys, bkeys, units)
+            units = [base_units(b) for b in bkeys]
+        return grouped_fragment(shape, org, uni, keys, bkeys, units)
 
-    def _leaf_cache(self, org: str, shape: _Shape) -> tuple[list[bytes], _LeafBodies]:
+    def _leaf_cache(self, org: str, shape: Shape) -> tuple[list[bytes], LeafBodies]:
         cache = self._leaf_caches.get((org, shape))
         if cache is None:
             uni = self._universe(org)
             heads = [
-                _result_head(shape, org, uni.projects[k // uni.per_project], key).encode()
+                result_head(shape, org, uni.projects[k // uni.per_project], key).encode()
                 for k, key in enumerate(uni.keys)
             ]
-            cache = self._leaf_caches[(org, shape)] = (heads, _LeafBodies(shape))
+            cache = self._leaf_caches[(org, shape)] = (heads, LeafBodies(shape))
         return cache
 
     # ---------------------------------------------------------------- requests
 
-    def handle(self, method: str, target: str, authorization: str | None) -> _Response:
+    def handle(self, method: str, target: str, authorization: str | None) -> Response:
         """Answer one HTTP request (used by the HTTP handler; callable directly in tests)."""
         with self._lock:
             self.request_count += 1
@@ -850,10 +398,10 @@ class CostsEmulator:
             org = self._authenticate(method, target, authorization)
             response = self._page(org, parse_query(urlsplit(target).query), self._now_ts())
         except ApiError as err:
-            return _Response.error(err)
+            return Response.error(err)
         with self._lock:
             if faults.take("malformed_first"):
-                response.chunks = [_MALFORMED]
+                response.chunks = [MALFORMED]
             elif faults.take("truncated_first"):
                 response.truncate = True
         return response
@@ -865,18 +413,18 @@ class CostsEmulator:
         scheme, _, key = (authorization or "").strip().partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise ApiError(401, _NO_KEY)
+            raise ApiError(401, NO_KEY)
         if key.startswith("sk-") and not key.startswith("sk-admin-"):
-            raise ApiError(403, _MISSING_SCOPES)
+            raise ApiError(403, MISSING_SCOPES)
         with self._lock:
             org = None if key in self._revoked else self._key_org.get(key)
         if org is None:
-            raise ApiError(401, _bad_key(key), code="invalid_api_key")
+            raise ApiError(401, bad_key(key), code="invalid_api_key")
         return org
 
-    def _shape(self, group_by: frozenset[str]) -> _Shape:
+    def _shape(self, group_by: frozenset[str]) -> Shape:
         f = self.faults
-        return _Shape(
+        return Shape(
             "line_item" in group_by,
             "project_id" in group_by,
             "api_key_id" in group_by and not f.legacy_shape,
@@ -885,12 +433,12 @@ class CostsEmulator:
             f.legacy_shape,
         )
 
-    def _page(self, org: str, q: _Query, now_ts: int) -> _Response:
+    def _page(self, org: str, q: Query, now_ts: int) -> Response:
         fingerprint = q.fingerprint(org)
         start = q.start if q.page is None else self._decode_cursor(q.page, fingerprint)
-        spans, has_more = _spans(start, q.end, q.limit, now_ts)
+        spans, has_more = bucket_spans(start, q.end, q.limit, now_ts)
         shape = self._shape(q.group_by)
-        extra = f',"organization_id":{_j(org)}' if shape.extra else ""
+        extra = f',"organization_id":{j(org)}' if shape.extra else ""
         chunks = [f'{{"object":"page"{extra},"data":['.encode()]
         for i, (s, e) in enumerate(spans):
             chunks.append(self._bucket_head(org, s, e, shape, first=i == 0))
@@ -898,21 +446,21 @@ class CostsEmulator:
             chunks.append(b"]}")
         next_page = self._encode_cursor(spans[-1][1], fingerprint) if has_more else None
         more = "true" if has_more else "false"
-        chunks.append(f'],"has_more":{more},"next_page":{_j(next_page)}}}'.encode())
+        chunks.append(f'],"has_more":{more},"next_page":{j(next_page)}}}'.encode())
         headers = {"openai-organization": org, "openai-version": "2020-10-01"}
-        return _Response(200, chunks, headers)
+        return Response(200, chunks, headers)
 
-    def _span_fragment(self, org: str, s: int, e: int, shape: _Shape, q: _Query) -> bytes:
+    def _span_fragment(self, org: str, s: int, e: int, shape: Shape, q: Query) -> bytes:
         d0 = s - s % DAY
         day = date(1970, 1, 1) + timedelta(days=d0 // DAY)
         return self._fragment(org, day, ((s - d0) // 3600, (e - d0) // 3600), shape, q)
 
     @staticmethod
-    def _bucket_head(org: str, s: int, e: int, shape: _Shape, first: bool) -> bytes:
+    def _bucket_head(org: str, s: int, e: int, shape: Shape, first: bool) -> bytes:
         head = f'{"" if first else ","}{{"object":"bucket","start_time":{s},"end_time":{e}'
         if shape.extra:
-            head += f',"organization_id":{_j(org)},"start_time_iso":"{_iso(s)}"'
-            head += f',"end_time_iso":"{_iso(e)}"'
+            head += f',"organization_id":{j(org)},"start_time_iso":"{iso(s)}"'
+            head += f',"end_time_iso":"{iso(e)}"'
         return (head + ',"results":[').encode()
 
     def _encode_cursor(self, next_start: int, fingerprint: str) -> str:
@@ -922,7 +470,7 @@ class CostsEmulator:
         return "page_" + raw
 
     def _decode_cursor(self, page: str, fingerprint: str) -> int:
-        invalid = _bad("page", f"Invalid value for 'page': {page!r} is not a valid cursor.")
+        invalid = bad("page", f"Invalid value for 'page': {page!r} is not a valid cursor.")
         if not page.startswith("page_"):
             raise invalid
         raw = page.removeprefix("page_")
@@ -935,53 +483,12 @@ class CostsEmulator:
         if not hmac.compare_digest(mac, good) or not next_start.isdigit():
             raise invalid
         if fp != fingerprint:
-            raise _bad("page", "Invalid value for 'page': the cursor belongs to a different query.")
+            raise bad("page", "Invalid value for 'page': the cursor belongs to a different query.")
         return int(next_start)
 
 
-_NO_KEY = (
-    "You didn't provide an API key. You need to provide your API key in an Authorization header "
-    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-)
-_MISSING_SCOPES = (
-    "You have insufficient permissions for this operation. Missing scopes: api.usage.read. "
-    "Check that you have the correct role in your organization (Owner), and if you're using a "
-    "restricted API key, that it has the necessary scopes."
-)
-
-
-def _bad_key(key: str) -> str:
-    return (
-        f"Incorrect API key provided: {_mask(key)}. You can find your API key at "
-        "https://platform.openai.com/account/api-keys."
-    )
-
-
-def _check_orgs(orgs: dict[str, str]) -> None:
-    if len(set(orgs.values())) != len(orgs):
-        raise ValueError("each organization needs its own admin key")
-    for org, key in orgs.items():
-        if not org or not key.startswith("sk-admin-"):
-            raise ValueError(f"organization {org!r} needs an sk-admin- key")
-
-
-def _leaf_row(uni: _Universe, k: int, bkey: int, units: int, hour: int) -> dict[str, Any]:
-    li, qi, padded = _split_bkey(bkey)
-    qty = _LI_QTABLE[li][qi]
-    return {
-        "line_item": LINE_ITEMS[li],
-        "project_id": uni.projects[k // uni.per_project],
-        "api_key_id": uni.keys[k],
-        "amount": Decimal(amount_text(units, padded)),
-        "currency": "usd",
-        "quantity": qty if _LI_QSCALE[li] == 1 else Decimal(_qty_text(li, qty)),
-        "quantity_unit": _CATALOGUE[li][1],
-        "hour": hour,
-    }
-
-
 def _select(
-    d: _Day, uni: _Universe, hours: tuple[int, int], q: _Query
+    d: Day, uni: Universe, hours: tuple[int, int], q: Query
 ) -> tuple[array, array, list[int] | None]:
     """The leaves of a bucket: in its hour range and passing the filters."""
     pids, kids = q.project_ids, q.api_key_ids
@@ -999,7 +506,7 @@ def _select(
     return array("i", [d.keys[i] for i in idx]), array("i", [d.bkeys[i] for i in idx]), units
 
 
-def _transport_fault(number: int, faults: Faults) -> _Response | None:
+def _transport_fault(number: int, faults: Faults) -> Response | None:
     every = faults.rate_limit_every
     if faults.take("rate_limit_first") or (every > 0 and number % every == 0):
         headers = {} if faults.retry_after is None else {"Retry-After": faults.retry_after}
@@ -1009,21 +516,10 @@ def _transport_fault(number: int, faults: Faults) -> _Response | None:
             code="rate_limit_exceeded",
             type_="requests",
         )
-        return _Response.error(err, headers)
+        return Response.error(err, headers)
     if faults.take("server_error_first"):
-        return _server_error(faults.server_error_status)
+        return server_error(faults.server_error_status)
     return None
-
-
-def _server_error(status: int) -> _Response:
-    if status == 502:
-        return _Response(502, [_HTML_502], content_type="text/html")
-    message = (
-        "The server is overloaded or not ready yet."
-        if status == 503
-        else "The server had an error while processing your request. Sorry about that!"
-    )
-    return _Response.error(ApiError(status, message, type_="server_error"))
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -1080,7 +576,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._write(response, started)
 
-    def _write(self, response: _Response, started: float) -> None:
+    def _write(self, response: Response, started: float) -> None:
         total = sum(map(len, response.chunks))
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
@@ -1093,7 +589,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"".join(response.chunks)[: total // 2])
             self.close_connection = True
             return
-        for piece in _coalesce(response.chunks):
+        for piece in coalesce(response.chunks):
             self.wfile.write(piece)
 
 
