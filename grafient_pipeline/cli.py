@@ -33,7 +33,7 @@ def _registry(settings: Settings):
 
     warning = home_permission_warning(settings.home) if settings.home.exists() else None
     if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(warning, file=sys.stderr)
     return Registry.from_settings(settings)
 
 

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, fields
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 MAX_VALUE_CHARS = 16 * 1024 * 1024  # a single JSON value (result, extra key) beyond: malformed
@@ -42,6 +42,10 @@ _SCAN = json.JSONDecoder(parse_float=Decimal).scan_once  # the C scanner: (value
 _SCAN_ERRORS = (StopIteration, ValueError, RecursionError, ArithmeticError)  # Decimal("1e99..9")
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 _STR_OR_NONE = frozenset({str, type(None)})
+# The warehouse stores DECIMAL(38, 16): at most 22 integer digits and 16 decimals. A value that
+# does not fit is refused, never rounded.
+_QUANTUM = Decimal(1).scaleb(-16)
+_WIDE = Context(prec=60)
 
 
 class PageFormatError(Exception):
@@ -81,6 +85,14 @@ def _decimal(value: Any, what: str) -> Decimal:
     raise PageFormatError(f"{what} is not a number")
 
 
+def _check_fits(value: Decimal, what: str) -> Decimal:
+    if value.adjusted() >= 22 or _WIDE.quantize(value, _QUANTUM) != value:
+        raise PageFormatError(
+            f"{what} {value} does not fit 22 integer digits and 16 decimals exactly"
+        )
+    return value
+
+
 def _result(obj: dict[str, Any], raw: str) -> CostResult:
     try:  # the full shape: plain indexing is the fast path (missing keys take the slow one)
         amount = obj["amount"]
@@ -89,10 +101,9 @@ def _result(obj: dict[str, Any], raw: str) -> CostResult:
         quantity, unit = obj["quantity"], obj["quantity_unit"]
     except (KeyError, TypeError):
         return _result_slow(obj, raw)
-    if type(value) is not Decimal:
-        value = _decimal(value, "amount.value")
-    if quantity is not None and type(quantity) is not Decimal:
-        quantity = _decimal(quantity, "quantity")
+    value = _check_fits(_decimal(value, "amount.value"), "amount.value")
+    if quantity is not None:
+        quantity = _check_fits(_decimal(quantity, "quantity"), "quantity")
     ok = _STR_OR_NONE
     if not (
         type(line_item) in ok
@@ -283,6 +294,8 @@ class PageReader:
         if not self.saw_data:
             raise PageFormatError("the body has no data list")
         has_more, next_page = self.meta.get("has_more"), self.meta.get("next_page")
+        if has_more is None and next_page:
+            has_more = True  # a null has_more beside a cursor: follow it rather than drop pages
         if has_more is not None and type(has_more) is not bool:
             raise PageFormatError("has_more is not a boolean")
         if has_more and (type(next_page) is not str or not next_page):
