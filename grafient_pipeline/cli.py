@@ -37,6 +37,14 @@ def _registry(settings: Settings):
     return Registry.from_settings(settings)
 
 
+def say_waiting(seconds: float) -> None:
+    print(
+        f"grafient: the warehouse is busy (a sync is writing it); waiting up to {seconds:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _read_key(from_stdin: bool) -> str:
     if from_stdin:
         key = sys.stdin.readline().strip()
@@ -191,7 +199,7 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
 
     from grafient_pipeline.warehouse import connect, ensure_schema
 
-    with connect(settings.warehouse) as conn:
+    with connect(settings.warehouse, on_wait=say_waiting) as conn:
         ensure_schema(conn)
         try:
             cursor = conn.execute(args.query)

@@ -59,7 +59,9 @@ def webserver_is_up(url: str) -> bool:
 
 
 def _slice_state(settings: Settings, piece: Slice) -> tuple[int, Decimal]:
-    with connect(settings.warehouse) as conn:
+    from grafient_pipeline.cli import say_waiting
+
+    with connect(settings.warehouse, on_wait=say_waiting) as conn:
         ensure_schema(conn)
         return slice_totals(conn, "fct_costs", piece)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -21,6 +21,8 @@ import duckdb
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
 SCHEMA_MODELS = ("schema", "v_daily_costs", "v_month_to_date", "focus_costs")
+# How the sync writes run (see `bulk_write_settings`).
+BULK_WRITE_SETTINGS = {"memory_limit": "'256MB'", "preserve_insertion_order": "false"}
 _DEPENDS_ON = re.compile(r"^--\s*depends_on:\s*(.*)$", re.MULTILINE)
 _PARAM = re.compile(r"\$([a-z_]+)")
 
@@ -77,6 +79,21 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     run_models(conn, list(SCHEMA_MODELS), {})
 
 
+def bulk_write_settings(conn: duckdb.DuckDBPyConnection) -> None:
+    """Bounded memory for the sync's big INSERT ... SELECTs, on this (step-scoped) connection.
+
+    DuckDB's default memory limit is 80% of RAM: a 180-day backfill then keeps about 1 GB of
+    buffers resident, growing with the range. With a limit it spills to `<warehouse>.tmp`
+    instead. Insertion order is part of no contract (queries order what they show), and not
+    keeping it lets a large insert write row groups as they come instead of buffering them to
+    re-order, which is what makes a small limit cheap: a 1.66M-row load is faster (3.4 s against
+    4.5 s) at a third of the memory (330 MB against 0.9-1 GB peak RSS). These are settings of
+    the connection's database instance, which lives as long as the step's connection.
+    """
+    for name, value in BULK_WRITE_SETTINGS.items():
+        conn.execute(f"SET {name} = {value}")
+
+
 @contextmanager
 def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """All or nothing: a failure anywhere rolls the whole slice back."""
@@ -95,9 +112,16 @@ def _is_lock_error(error: duckdb.Error) -> bool:
 
 @contextmanager
 def connect(
-    database: str, *, read_only: bool = False, wait_seconds: float = 60.0
+    database: str,
+    *,
+    read_only: bool = False,
+    wait_seconds: float = 60.0,
+    on_wait: Callable[[float], None] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection; waits (bounded) while another process holds the write lock."""
+    """A short-lived connection; waits (bounded) while another process holds the write lock.
+
+    `on_wait(wait_seconds)` is called once, when the first attempt finds the file locked.
+    """
     if not database.startswith("md:"):
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
@@ -107,6 +131,9 @@ def connect(
             conn = duckdb.connect(database, read_only=read_only)
             break
         except duckdb.Error as error:
+            if on_wait is not None and _is_lock_error(error):
+                on_wait(wait_seconds)
+                on_wait = None
             if not _is_lock_error(error) or time.monotonic() >= deadline:
                 if _is_lock_error(error):
                     raise WarehouseBusyError(
