@@ -155,12 +155,6 @@ def test_sigkill_mid_write_keeps_previous_data_and_the_next_run_completes(
     assert_exact(settings, emulator, integration.id, ORG_ID, DATES.start, DATES.end)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a SIGKILLed in-process run keeps its 'duckdb' pool slot (run stays STARTED), "
-    "so every later `grafient sync` on that GRAFIENT_HOME waits forever for the slot; its "
-    "staging file is never cleaned up either",
-)
 def test_cli_sync_after_a_killed_sync_completes(
     settings: Settings, registry: Registry, emulator: CostsEmulator, tmp_path: Path
 ):
