@@ -40,3 +40,10 @@ def test_defs_hold_the_contract_names():
         assert defs.resolve_job_def(name)
     assert defs.resolve_schedule_def("daily_openai_sync")
     assert defs.resolve_sensor_def("integrations_sensor")
+
+
+def test_sync_runs_do_not_run_the_0900_freshness_check():
+    job = defs.resolve_job_def("openai_costs_job")
+    checks = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
+    assert "reconciles_with_raw" in checks
+    assert "yesterday_synced_by_0900_utc" not in checks
