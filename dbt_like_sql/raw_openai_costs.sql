@@ -1,5 +1,8 @@
 -- raw_openai_costs: one row per Costs API result for one integration and date range.
--- Built from: the staging CSV the fetch step wrote ($staging_path); replaces the slice.
+-- Built from: the staging file the fetch step wrote ($staging_path; format in sync.py: fields
+-- separated by chr(31), the raw JSON quoted by chr(2), chr(3) for null, amounts as the client's
+-- exact decimal text, text fields as the client parsed them, as JSON literals when `escaped`);
+-- replaces the slice.
 -- depends_on: schema
 DELETE FROM raw_openai_costs
 WHERE integration_id = $integration_id
@@ -9,20 +12,46 @@ WHERE integration_id = $integration_id
 INSERT INTO raw_openai_costs
 SELECT
     $integration_id,
-    make_timestamp(bucket_start::BIGINT * 1000000),
-    make_timestamp(bucket_end::BIGINT * 1000000),
-    line_item,
-    project_id,
-    api_key_id,
+    bucket_start,
+    bucket_end,
+    CASE WHEN escaped THEN json_extract_string(line_item, '$') ELSE line_item END,
+    CASE WHEN escaped THEN json_extract_string(project_id, '$') ELSE project_id END,
+    CASE WHEN escaped THEN json_extract_string(api_key_id, '$') ELSE api_key_id END,
     amount_value::DECIMAL(38, 16),
-    currency,
+    CASE WHEN escaped THEN json_extract_string(currency, '$') ELSE currency END,
     quantity::DECIMAL(38, 16),
-    quantity_unit,
+    CASE WHEN escaped THEN json_extract_string(quantity_unit, '$') ELSE quantity_unit END,
     $fetched_at::TIMESTAMP,
     $run_id,
     raw_json
-FROM read_csv(
-    $staging_path, header = true, all_varchar = true, quote = '"', escape = '"'
+FROM (
+    SELECT
+        * REPLACE (
+            make_timestamp(bucket_start * 1000000) AS bucket_start,
+            make_timestamp(bucket_end * 1000000) AS bucket_end
+        )
+    FROM read_csv(
+        $staging_path,
+        header = false,
+        auto_detect = false,
+        delim = chr(31),
+        quote = chr(2),
+        escape = chr(2),
+        nullstr = chr(3),
+        columns = {
+            'bucket_start': 'BIGINT',
+            'bucket_end': 'BIGINT',
+            'amount_value': 'VARCHAR',
+            'quantity': 'VARCHAR',
+            'escaped': 'BOOLEAN',
+            'line_item': 'VARCHAR',
+            'project_id': 'VARCHAR',
+            'api_key_id': 'VARCHAR',
+            'currency': 'VARCHAR',
+            'quantity_unit': 'VARCHAR',
+            'raw_json': 'VARCHAR'
+        }
+    )
 )
-WHERE make_timestamp(bucket_start::BIGINT * 1000000) >= $start_date::TIMESTAMP
-  AND make_timestamp(bucket_start::BIGINT * 1000000) < $end_date::TIMESTAMP + INTERVAL 1 DAY;
+WHERE bucket_start >= $start_date::TIMESTAMP
+  AND bucket_start < $end_date::TIMESTAMP + INTERVAL 1 DAY;

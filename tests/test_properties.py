@@ -383,12 +383,6 @@ def test_has_more_null_with_a_cursor_never_drops_later_pages():
     assert len(buckets) == 2, "the second page was never requested"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (low): with a duplicate key in a result object the client keeps the last value "
-    "(Python json) while raw_openai_costs.sql re-reads the text fields with json_extract_string, "
-    "which keeps the first, so the stored line item is not the one the client parsed",
-)
 def test_duplicate_keys_are_refused_or_stored_as_parsed(warehouse):
     folder, conn = warehouse
     result = '{"amount":{"value":1,"currency":"usd"},"line_item":"first","line_item":"last"}'
