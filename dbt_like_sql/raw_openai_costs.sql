@@ -38,6 +38,7 @@ FROM (
         quote = chr(2),
         escape = chr(2),
         nullstr = chr(3),
+        new_line = '\n',  -- a CR inside a result's JSON is data, not a line end
         columns = {
             'bucket_start': 'BIGINT',
             'bucket_end': 'BIGINT',

@@ -351,12 +351,6 @@ def test_amount_beyond_16_decimals_is_never_silently_rounded(
         assert stored == json.loads(raw, parse_float=Decimal)["amount"]["value"], raw
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CR or CRLF whitespace inside a result object (valid JSON) breaks the staging "
-    "load: read_csv in dbt_like_sql/raw_openai_costs.sql sniffs new_line='\\r\\n' and reports "
-    "'unterminated quote'; fix: pass new_line = '\\n' to read_csv",
-)
 def test_crlf_whitespace_in_a_response_loads(w: World, monkeypatch: pytest.MonkeyPatch):
     w.restate()
     rewrite_bodies(
