@@ -77,9 +77,8 @@ TEXT = st.one_of(
 AMOUNTS = st.decimals(
     min_value=-(10**6), max_value=10**6, places=16, allow_nan=False, allow_infinity=False
 )
-# JSON whitespace between tokens (OpenAI pretty-prints). CR is left out here: it breaks the
-# staging load today, see test_faults.py::test_crlf_whitespace_in_a_response_loads (xfail).
-SEPARATORS = ["", " ", "\n", "\n      ", "\t", " \n\t "]
+# JSON whitespace between tokens (OpenAI pretty-prints), CRLF included.
+SEPARATORS = ["", " ", "\n", "\n      ", "\t", " \n\t ", "\r\n", "\r\n  "]
 SPELLINGS = ["fixed", "padded16", "exp", "EXP", "int"]
 JSONISH = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-100, 100), st.text(max_size=5)),
