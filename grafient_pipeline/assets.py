@@ -6,8 +6,10 @@ per slice, and returns a MaterializeResult with its checks.
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 from dagster_duckdb import DuckDBResource
 
 from grafient_pipeline import checks
@@ -46,7 +48,9 @@ def _check(name: str, asset: str, description: str, blocking: bool = False) -> d
     return dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking)
 
 
-def _table_metadata(conn, table: str, slices: list[Slice]) -> dict[str, object]:
+def _table_metadata(
+    conn: duckdb.DuckDBPyConnection, table: str, slices: list[Slice]
+) -> dict[str, object]:
     rows, total = 0, Decimal(0)
     for piece in slices:
         count, amount = slice_totals(conn, table, piece)
@@ -67,7 +71,7 @@ def _table_metadata(conn, table: str, slices: list[Slice]) -> dict[str, object]:
     }
 
 
-def _top_models(conn, slices: list[Slice]) -> dg.MetadataValue:
+def _top_models(conn: duckdb.DuckDBPyConnection, slices: list[Slice]) -> dg.MetadataValue:
     lines = ["| model | USD |", "|---|---:|"]
     totals: dict[str, Decimal] = {}
     for piece in slices:
@@ -109,7 +113,7 @@ def _fetch_and_load(
     registry: Registry,
     openai_api: OpenAICostsResource,
     duckdb: DuckDBResource,
-    staging_dir,
+    staging_dir: Path,
 ) -> None:
     path = staging_path(staging_dir, context.run.run_id, piece)
     try:

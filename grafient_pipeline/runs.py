@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 
@@ -164,7 +164,7 @@ def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO) 
     return result.run_id
 
 
-def _failure_message(result) -> str:
+def _failure_message(result: Any) -> str:  # a dagster ExecuteInProcessResult
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             error = event.step_failure_data.error
@@ -189,7 +189,7 @@ def _submit(url: str, piece: Slice, reason: str, out: TextIO) -> str:
     return run_id
 
 
-def _wait(client, run_id: str, url: str, out: TextIO, timeout: float = 3600) -> str:
+def _wait(client: Any, run_id: str, url: str, out: TextIO, timeout: float = 3600) -> str:
     print(f"run {run_id}: {url}/runs/{run_id}", file=out, flush=True)
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
