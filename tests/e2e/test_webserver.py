@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     DagsterStack,
     E2EError,
     Onboarded,
+    grafient_cli,
     run_range,
     wait_for,
 )
@@ -167,3 +168,21 @@ def test_sensor_onboarding_then_ui_backfill_through_graphql(
         assert fct[restated] == now_served != served[restated]
     assert fct_costs_partition_stats(stack)["numMaterialized"] == window.days
     assert window.end - window.start == timedelta(days=29)
+
+
+def test_cli_force_sync_submits_to_the_running_webserver(
+    dagster_stack: DagsterStack, onboarded: Onboarded
+) -> None:
+    """`grafient sync` hands the run to the webserver when one answers, so it shows in the UI."""
+    stack, integration_id = dagster_stack, onboarded.integration_id
+    assert stack.env["GRAFIENT_DAGSTER_URL"] == stack.url
+
+    synced = grafient_cli(stack.env, "sync", integration_id, timeout=240)
+
+    assert synced.returncode == 0, f"{synced.stdout}\n{synced.stderr}\n{stack.diagnostics()}"
+    assert f"submitted to {stack.url}" in synced.stdout, synced.stdout
+    forced = stack.runs({"grafient/reason": "force sync"})
+    assert [run["status"] for run in forced] == ["SUCCESS"], forced
+    today = onboarded.dates.end
+    assert run_range(forced[0]) == (integration_id, DateRange(today - timedelta(days=1), today))
+    assert_warehouse_matches(stack, integration_id, onboarded.dates)
