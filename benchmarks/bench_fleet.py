@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -168,8 +168,6 @@ def verify(settings, emulator: Emulator, pairs, records) -> None:
                 [start, end],
             ).fetchall()
         )
-    from datetime import date
-
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     for integration_id, org in pairs:
         expected = emulator.expected_total(org, first, last)
@@ -238,12 +236,13 @@ def main() -> int:
         requests_before, emulator_cpu = emulator.request_count(), emulator.cpu_seconds()
         t0 = time.perf_counter()
         wall0 = time.time()
+        daemon_log = (tmp / "daemon.log").open("w")
         daemon = subprocess.Popen(
             [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp / "daemon.log", "w"),  # noqa: SIM115
+            stderr=daemon_log,
             start_new_session=True,
         )
         try:
@@ -258,6 +257,7 @@ def main() -> int:
                 daemon_cpu = _tree_cpu(daemon.pid)
         finally:
             _stop(daemon)
+            daemon_log.close()
         requests = emulator.request_count() - requests_before
         emulator_cpu = emulator.cpu_seconds() - emulator_cpu
         verify(settings, emulator, pairs, records)
