@@ -19,6 +19,7 @@ total exactly. Writes ``benchmarks/results/backfill[_quick].json`` (read by benc
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import sys
@@ -73,6 +74,7 @@ def child(days: int, org: str) -> None:
     with dg.DagsterInstance.get() as instance:
         instance.add_dynamic_partitions("integrations", [integration.id])
         job = build_definitions(settings).resolve_job_def("openai_costs_job")
+        profiler = _profiler()
         ready, cpu_ready = time.perf_counter(), time.process_time()
         result = job.execute_in_process(
             instance=instance,
@@ -82,6 +84,9 @@ def child(days: int, org: str) -> None:
         )
         run_wall = time.perf_counter() - ready
         run_cpu = time.process_time() - cpu_ready
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.environ["BENCH_PROFILE"])
         steps = _step_seconds(instance, result.run_id)
         messages = [
             (e.timestamp, e.user_message)
@@ -156,6 +161,15 @@ def _vm_hwm() -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _profiler() -> cProfile.Profile | None:
+    """With --profile, the run itself (not imports or setup) under cProfile."""
+    if not os.environ.get("BENCH_PROFILE"):
+        return None
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
 
 
 def measure(
@@ -239,6 +253,12 @@ def main() -> int:
         help="what-if: run with DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 (one 'planned' "
         "event per asset instead of one per partition); figures saved under another name",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="write a cProfile pstats file of each run (DIR/backfill-<days>d.pstats); "
+        "timings are slower under the profiler",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--days", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--org", help=argparse.SUPPRESS)
@@ -253,6 +273,7 @@ def main() -> int:
     extra_env = (
         {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"} if args.planned_subset else {}
     )
+    profile_dir = Path(args.profile).resolve() if args.profile else None
     print(f"backfill benchmark: 1 integration, {per_day:,} results/day, ranges {ranges} days")
     with Emulator(orgs, per_day, clock=today + timedelta(days=1)) as emulator:
         started = time.perf_counter()
@@ -265,7 +286,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="grafient-bench-") as tmp:
             runs = []
             for days in ranges:
-                runs.append(measure(emulator, org, days, Path(tmp), extra_env))
+                env = dict(extra_env)
+                if profile_dir is not None:
+                    profile_dir.mkdir(parents=True, exist_ok=True)
+                    env["BENCH_PROFILE"] = str(profile_dir / f"backfill-{days}d.pstats")
+                runs.append(measure(emulator, org, days, Path(tmp), env))
                 report(runs[-1])
     small, big = runs[0], runs[-1]
     # "Flat": 6x the days costs under 25% more peak memory. The rest of the growth is DuckDB

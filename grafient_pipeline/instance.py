@@ -18,6 +18,15 @@ concurrency:
     max_concurrent_runs: 4
 telemetry:
   enabled: false
+# Dagster's default SQLite storage and files, with event writes batched (180 partitions of a
+# backfill: one transaction instead of 180); see grafient_pipeline/dagster_storage.py.
+storage:
+  custom:
+    module: grafient_pipeline.dagster_storage
+    class: GrafientSqliteStorage
+    config:
+      dagster_home:
+        env: DAGSTER_HOME
 """
 
 
