@@ -14,8 +14,16 @@ from grafient_pipeline.assets import (
     fct_costs,
 )
 from grafient_pipeline.checks import reconcile
-from grafient_pipeline.partitions import integrations_partitions, partition_key, range_tags
+from grafient_pipeline.partitions import (
+    batch_tags,
+    contiguous_batches,
+    integrations_partitions,
+    partition_key,
+    range_tags,
+    run_slices,
+)
 from grafient_pipeline.plans import DateRange, upgrade_window, window_days
+from grafient_pipeline.registry import Integration
 from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
 from grafient_pipeline.sync import (
     Slice,
@@ -34,7 +42,8 @@ openai_costs_job = dg.define_asset_job(
     "openai_costs_job",
     # The freshness check has its own 09:00 job: a sync run only runs the checks of its slices.
     selection=dg.AssetSelection.assets(*cost_assets) - dg.AssetSelection.checks(FRESHNESS_CHECK),
-    description="Fetch, normalize and roll up OpenAI costs for a date range of one integration.",
+    description="Fetch, normalize and roll up OpenAI costs for a date range of one or more "
+    "integrations.",
 )
 
 
@@ -51,22 +60,70 @@ def resync_window(tick: datetime, days: int) -> DateRange:
     job=openai_costs_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="06:00 UTC: re-pull the trailing GRAFIENT_RESYNC_DAYS complete days of every "
-    "integration (one range run each) to pick up late and restated costs.",
+    "integration to pick up late and restated costs: one run per GRAFIENT_SYNC_BATCH "
+    "integrations, one run each for integrations in error.",
 )
 def daily_openai_sync(
     context: dg.ScheduleEvaluationContext, registry: RegistryResource
 ) -> list[dg.RunRequest] | dg.SkipReason:
     dates = resync_window(context.scheduled_execution_time, registry.settings.resync_days)
-    known = set(context.instance.get_dynamic_partitions("integrations"))
+    groups = daily_groups(
+        list(context.instance.get_dynamic_partitions("integrations")),
+        registry.open().list(),
+        registry.settings.sync_batch,
+    )
     requests = [
         dg.RunRequest(
-            run_key=f"daily:{integration.id}:{dates}",
-            tags={**range_tags(integration.id, dates), "grafient/reason": "daily"},
+            run_key=f"daily:{'..'.join(dict.fromkeys([group[0], group[-1]]))}:{dates}",
+            tags={**batch_tags(group, dates), "grafient/reason": "daily"},
         )
-        for integration in registry.open().list()
-        if integration.id in known
+        for group in groups
     ]
     return requests or dg.SkipReason("no integrations to sync")
+
+
+def daily_groups(order: list[str], integrations: list[Integration], size: int) -> list[list[str]]:
+    """The daily runs' integrations: healthy ones batched, each one in error on its own.
+
+    A run per integration costs a process start and Dagster's bookkeeping (seconds); a batch
+    shares them. An integration in error (revoked key) would fail every batch it is in, so it
+    gets its own run, where its error is plainly its own.
+    """
+    known = set(order)
+    failing = [i.id for i in integrations if i.status == "error" and i.id in known]
+    healthy = {i.id for i in integrations if i.status != "error"}
+    return contiguous_batches(order, healthy, size) + [[integration] for integration in failing]
+
+
+@dg.run_failure_sensor(
+    name="failed_batch_fallback",
+    monitored_jobs=[openai_costs_job],
+    request_job=openai_costs_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When a run over several integrations fails (one bad key fails its batch), "
+    "re-run each of its integrations on its own: the others land, the failure stays its own.",
+)
+def failed_batch_fallback(
+    context: dg.RunFailureSensorContext,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    run = context.dagster_run
+    try:
+        slices = run_slices(dict(run.tags), context.instance)
+    except dg.DagsterError as error:  # an integration at an end of the range was removed since
+        return dg.SkipReason(f"run {run.run_id}: cannot resolve its partitions: {error}")
+    if len({piece.integration_id for piece in slices}) < 2:
+        return dg.SkipReason(f"run {run.run_id} covers one integration: nothing to split")
+    return [
+        dg.RunRequest(
+            run_key=f"split:{run.run_id}:{piece.integration_id}",
+            tags={
+                **range_tags(piece.integration_id, piece.dates),
+                "grafient/reason": "split of a failed batch",
+                "grafient/batch_run": run.run_id,
+            },
+        )
+        for piece in slices
+    ]
 
 
 @dg.sensor(

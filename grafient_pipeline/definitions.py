@@ -8,6 +8,7 @@ from dagster_duckdb import DuckDBResource
 from grafient_pipeline.assets import cost_assets
 from grafient_pipeline.automation import (
     daily_openai_sync,
+    failed_batch_fallback,
     force_sync,
     freshness_job,
     freshness_schedule,
@@ -33,7 +34,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         asset_checks=[yesterday_synced],
         jobs=[openai_costs_job, force_sync, freshness_job],
         schedules=[daily_openai_sync, freshness_schedule],
-        sensors=[integrations_sensor],
+        sensors=[integrations_sensor, failed_batch_fallback],
         resources=build_resources(settings),
         executor=dg.in_process_executor,
     )

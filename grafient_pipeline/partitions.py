@@ -24,12 +24,52 @@ def partition_key(integration_id: str, day: date) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"date": day.isoformat(), "integration": integration_id})
 
 
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
 def range_tags(integration_id: str, dates: DateRange) -> dict[str, str]:
     """Tags that make one run cover a date range of one integration (single-run backfill)."""
+    return batch_tags([integration_id], dates)
+
+
+def batch_tags(integration_ids: list[str], dates: DateRange) -> dict[str, str]:
+    """Tags that make one run cover ``dates`` x integrations that are contiguous in the
+    integrations' partition order (a range of a two-dimension partitioning is a rectangle)."""
     return {
-        "dagster/asset_partition_range_start": str(partition_key(integration_id, dates.start)),
-        "dagster/asset_partition_range_end": str(partition_key(integration_id, dates.end)),
+        RANGE_START_TAG: str(partition_key(integration_ids[0], dates.start)),
+        RANGE_END_TAG: str(partition_key(integration_ids[-1], dates.end)),
     }
+
+
+def contiguous_batches(order: list[str], wanted: set[str], size: int) -> list[list[str]]:
+    """The wanted keys in groups of at most ``size`` that are contiguous in ``order``: a range of
+    the integrations dimension must not take in an integration that is not wanted."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    for key in order:
+        if key in wanted:
+            current.append(key)
+            if len(current) == size:
+                groups.append(current)
+                current = []
+        elif current:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def run_slices(tags: dict[str, str], instance: dg.DagsterInstance) -> list[Slice]:
+    """The slices a range run covers, from its tags (empty if it is not a range run)."""
+    if RANGE_START_TAG not in tags or RANGE_END_TAG not in tags:
+        return []
+    keys = cost_partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(tags[RANGE_START_TAG], tags[RANGE_END_TAG]),
+        dynamic_partitions_store=instance,
+    )
+    return slices_for(list(keys))
 
 
 def _dimensions(key: str) -> tuple[str, date]:

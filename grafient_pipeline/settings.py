@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_RESYNC_DAYS = 3
+DEFAULT_SYNC_BATCH = 20
 
 
 class SettingsError(ValueError):
@@ -22,6 +23,7 @@ class Settings:
     warehouse: str
     resync_days: int
     master_key_b64: str | None
+    sync_batch: int = DEFAULT_SYNC_BATCH
 
     @property
     def registry_path(self) -> Path:
@@ -44,15 +46,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     home = Path(env.get("GRAFIENT_HOME") or "./.grafient").expanduser().absolute()
     warehouse = env.get("GRAFIENT_WAREHOUSE") or str(home / "warehouse.duckdb")
-    raw_days = env.get("GRAFIENT_RESYNC_DAYS") or str(DEFAULT_RESYNC_DAYS)
-    try:
-        resync_days = int(raw_days)
-    except ValueError:
-        resync_days = 0
-    if not 1 <= resync_days <= 180:
-        raise SettingsError(
-            f"GRAFIENT_RESYNC_DAYS must be a whole number of days from 1 to 180, got {raw_days!r}"
-        )
+    resync_days = _whole_number(env, "GRAFIENT_RESYNC_DAYS", DEFAULT_RESYNC_DAYS, 180, "days")
+    sync_batch = _whole_number(env, "GRAFIENT_SYNC_BATCH", DEFAULT_SYNC_BATCH, 500, "integrations")
     return Settings(
         home=home,
         openai_base_url=(env.get("GRAFIENT_OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL).rstrip(
@@ -61,4 +56,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         warehouse=warehouse,
         resync_days=resync_days,
         master_key_b64=env.get("GRAFIENT_MASTER_KEY") or None,
+        sync_batch=sync_batch,
     )
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int, most: int, unit: str) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= most:
+        raise SettingsError(
+            f"{name} must be a whole number of {unit} from 1 to {most}, got {raw!r}"
+        )
+    return value

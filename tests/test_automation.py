@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from grafient_pipeline.definitions import build_definitions
-from grafient_pipeline.partitions import range_tags
+from grafient_pipeline.partitions import batch_tags, range_tags, run_slices
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.resources import RegistryResource
 from grafient_pipeline.sync import utc_today
@@ -35,15 +35,26 @@ def _resources(settings) -> dict[str, object]:
     return {"registry": RegistryResource(home=str(settings.home))}
 
 
-def test_daily_tick_asks_for_trailing_three_days_of_each_integration(
-    settings, registry, instance, defs
+def _covered(request: dg.RunRequest, instance) -> list[tuple[str, date, date]]:
+    return [
+        (piece.integration_id, piece.dates.start, piece.dates.end)
+        for piece in run_slices(dict(request.tags), instance)
+    ]
+
+
+def test_daily_tick_batches_the_trailing_three_days_of_every_integration(
+    settings, registry, instance, monkeypatch
 ):
-    free = registry.add("Free Org", "free", ADMIN_KEY)
-    pro = registry.add("Pro Org", "pro", ADMIN_KEY)
-    gone = registry.add("Gone Org", "free", ADMIN_KEY)
-    instance.add_dynamic_partitions("integrations", [free.id, pro.id, gone.id])
+    monkeypatch.setenv("GRAFIENT_SYNC_BATCH", "2")
+    first, second = registry.add("A", "free", ADMIN_KEY), registry.add("B", "pro", ADMIN_KEY)
+    gone = registry.add("Gone", "free", ADMIN_KEY)
+    third, fourth = registry.add("C", "free", ADMIN_KEY), registry.add("D", "free", ADMIN_KEY)
+    broken, fifth = registry.add("E", "free", ADMIN_KEY), registry.add("F", "free", ADMIN_KEY)
+    ids = [first.id, second.id, gone.id, third.id, fourth.id, broken.id, fifth.id]
+    instance.add_dynamic_partitions("integrations", ids)
     registry.remove(gone.id)
-    schedule = defs.resolve_schedule_def("daily_openai_sync")
+    registry.set_status(broken.id, "error", "the key was revoked")
+    schedule = build_definitions(settings).resolve_schedule_def("daily_openai_sync")
     tick = datetime(2026, 3, 10, 6, 0, tzinfo=UTC)
 
     with dg.build_schedule_context(
@@ -51,14 +62,71 @@ def test_daily_tick_asks_for_trailing_three_days_of_each_integration(
     ) as context:
         requests = schedule.evaluate_tick(context).run_requests
 
-    assert sorted(_range(r) for r in requests) == [
-        (free.id, date(2026, 3, 7), date(2026, 3, 9)),
-        (pro.id, date(2026, 3, 7), date(2026, 3, 9)),
-    ]
-    assert len({r.run_key for r in requests}) == 2
+    window = (date(2026, 3, 7), date(2026, 3, 9))
+    runs = sorted(sorted(i for i, *_ in _covered(r, instance)) for r in requests)
+    assert runs == sorted(
+        [sorted([first.id, second.id]), sorted([third.id, fourth.id]), [fifth.id], [broken.id]]
+    )
+    assert all(tuple(dates) == window for r in requests for _, *dates in _covered(r, instance))
+    assert len({r.run_key for r in requests}) == len(requests)
     assert schedule.cron_schedule == "0 6 * * *"
     assert schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_a_failed_batch_is_split_into_one_run_per_integration(
+    settings, registry, instance, defs, emulator
+):
+    good = registry.add("Good", "pro", ADMIN_KEY, organization_id=ORG_ID)
+    bad = registry.add("Bad", "pro", "sk-admin-" + "x" * 40, organization_id=ORG_ID)
+    instance.add_dynamic_partitions("integrations", [bad.id, good.id])
+    dates = DateRange(utc_today() - timedelta(days=3), utc_today() - timedelta(days=1))
+    job = defs.resolve_job_def("openai_costs_job")
+
+    batch = job.execute_in_process(
+        instance=instance, tags=batch_tags([bad.id, good.id], dates), raise_on_error=False
+    )
+
+    assert not batch.success
+    (failure,) = instance.all_logs(batch.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="failed_batch_fallback",
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(batch.run_id),
+    ).for_run_failure()
+    requests = defs.resolve_sensor_def("failed_batch_fallback")(context)
+    assert sorted(_range(r) for r in requests) == sorted(
+        [(bad.id, dates.start, dates.end), (good.id, dates.start, dates.end)]
+    )
+    outcomes = {
+        _range(r)[0]: job.execute_in_process(
+            instance=instance, tags=r.tags, raise_on_error=False
+        ).success
+        for r in requests
+    }
+    assert outcomes == {bad.id: False, good.id: True}
+    with duckdb.connect(settings.warehouse, read_only=True) as conn:
+        (total,) = conn.execute(
+            "SELECT sum(amount_usd) FROM rollup_model_daily WHERE integration_id = ?", [good.id]
+        ).fetchone()
+    assert total == emulator.expected_total(ORG_ID, dates.start, dates.end)
+
+
+def test_a_failed_single_integration_run_is_not_split(settings, registry, instance, defs):
+    bad = registry.add("Bad", "pro", "sk-admin-" + "x" * 40, organization_id=ORG_ID)
+    dates = DateRange(utc_today() - timedelta(days=2), utc_today() - timedelta(days=1))
+    result = run_range(settings, instance, bad.id, dates)
+    assert not result.success
+    (failure,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="failed_batch_fallback",
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    ).for_run_failure()
+    outcome = defs.resolve_sensor_def("failed_batch_fallback")(context)
+    assert isinstance(outcome, dg.SkipReason)
 
 
 def test_schedule_honours_resync_days(settings, registry, instance, monkeypatch):
