@@ -119,7 +119,8 @@ def stage_buckets(buckets: Iterable[CostBucket], path: Path) -> StagedFetch:
             write(
                 "".join(
                     [
-                        f"{head}{r.amount}\x1f{n if r.quantity is None else r.quantity}\x1f0"
+                        f"{head}{r.amount_text}"
+                        f"\x1f{n if r.quantity_text is None else r.quantity_text}\x1f0"
                         f"\x1f{n if r.line_item is None else r.line_item}"
                         f"\x1f{n if r.project_id is None else r.project_id}"
                         f"\x1f{n if r.api_key_id is None else r.api_key_id}"
@@ -140,7 +141,7 @@ def _escaped_line(head: str, r: CostResult) -> str:
     """A result whose JSON has escapes: its text fields as JSON literals, flagged."""
     text = json.dumps
     return (
-        f"{head}{r.amount}\x1f{_NULL if r.quantity is None else r.quantity}\x1f1"
+        f"{head}{r.amount_text}\x1f{_NULL if r.quantity_text is None else r.quantity_text}\x1f1"
         f"\x1f{text(r.line_item)}\x1f{text(r.project_id)}\x1f{text(r.api_key_id)}"
         f"\x1f{text(r.currency)}\x1f{text(r.quantity_unit)}\x1f\x02{r.raw_json}\x02\n"
     )

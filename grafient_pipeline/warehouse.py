@@ -77,6 +77,26 @@ def run_models(
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     run_models(conn, list(SCHEMA_MODELS), {})
+    _upgrade_raw_json_compression(conn)
+
+
+def _upgrade_raw_json_compression(conn: duckdb.DuckDBPyConnection) -> None:
+    """Warehouses made before raw_json was zstd-compressed: rebuild the table once, same rows.
+
+    DuckDB cannot change a column's compression in place; tables made by today's schema
+    already have it.
+    """
+    (ddl,) = conn.execute(
+        "SELECT sql FROM duckdb_tables() "
+        "WHERE schema_name = 'main' AND table_name = 'raw_openai_costs'"
+    ).fetchone()
+    if "COMPRESSION ZSTD" in ddl.upper():
+        return
+    with transaction(conn):
+        conn.execute("ALTER TABLE raw_openai_costs RENAME TO raw_openai_costs_before_zstd")
+        run_models(conn, ["schema"], {})
+        conn.execute("INSERT INTO raw_openai_costs SELECT * FROM raw_openai_costs_before_zstd")
+        conn.execute("DROP TABLE raw_openai_costs_before_zstd")
 
 
 def bulk_write_settings(conn: duckdb.DuckDBPyConnection) -> None:

@@ -209,7 +209,7 @@ def test_number_amounts_are_exact(api: respx.Route, number_text: str, expected: 
     client, _ = make()
     got = fetch(client)[0].results[0]
     assert got.amount == Decimal(expected)
-    assert str(got.amount) == str(Decimal(number_text))  # the digits as sent, no float
+    assert got.amount_text == expected  # the digits as sent (plain notation), never a float's
     assert number_text in got.raw_json
 
 
@@ -237,9 +237,9 @@ def test_legacy_shape_and_extra_keys(api: respx.Route) -> None:
         line_item=None,
         project_id=None,
         api_key_id=None,
-        amount=Decimal(2),
+        amount_text="2",
         currency="usd",
-        quantity=None,
+        quantity_text=None,
         quantity_unit=None,
         raw_json=json.dumps(legacy),
     )
@@ -851,14 +851,16 @@ def test_mask_key(key: str, masked: str) -> None:
     assert mask_key(key) == masked
 
 
-def test_fast_results_equal_dataclass_results() -> None:
-    args = ("li", "p", None, Decimal("1.5"), "usd", None, None, "{}")
-    built = costs_page._build_result(*args)
-    assert built == CostResult(*args)
+def test_parsed_results_are_immutable_cost_results() -> None:
+    obj = {"amount": {"value": "1.5", "currency": "usd"}, "line_item": "li", "project_id": "p",
+           "api_key_id": None, "quantity": 3, "quantity_unit": None}  # fmt: skip
+    built = costs_page._result(obj, "{}")
+    assert built == CostResult("li", "p", None, "1.5", "usd", "3", None, "{}")
     assert type(built) is CostResult
+    assert (built.amount, built.quantity) == (Decimal("1.5"), Decimal(3))
     with pytest.raises(AttributeError):
-        built.amount = Decimal(0)  # type: ignore[misc]
-    assert hash(built) == hash(CostResult(*args))
+        built.amount_text = "0"  # type: ignore[misc]
+    assert hash(built) == hash(CostResult("li", "p", None, "1.5", "usd", "3", None, "{}"))
 
 
 def test_context_manager_closes() -> None:
@@ -990,7 +992,7 @@ def test_random_valid_pages_parse_exactly(
     body, expected = page_case
     buckets = run_body(chunked(data.draw, body), chunk_size)
     assert [b.start_time for b in buckets] == [T0 + i * 86400 for i in range(len(expected))]
-    got = [[tuple(getattr(r, f) for f in CostResult.__slots__) for r in b.results] for b in buckets]
+    got = [[_decimal_fields(r) for r in b.results] for b in buckets]
     assert got == expected
     with localcontext(prec=200):
         total = sum((r.amount for b in buckets for r in b.results), Decimal(0))
@@ -1000,6 +1002,10 @@ def test_random_valid_pages_parse_exactly(
         for r in b.results:
             assert isinstance(r.amount, Decimal)
             assert json.loads(r.raw_json, parse_float=Decimal)["amount"] is not None
+
+
+def _decimal_fields(r: CostResult) -> tuple[Any, ...]:
+    return (*r[:3], r.amount, r.currency, r.quantity, *r[6:])
 
 
 def bad_text() -> st.SearchStrategy[str]:

@@ -1,8 +1,9 @@
 """Incremental parsing of one Costs API page body: buckets come out one at a time.
 
 The body is read from a byte stream and walked with the C JSON scanner, so memory stays around one
-day bucket plus one read whatever the page size. Amounts are ``Decimal`` from the JSON text
-(numbers or numeric strings), never floats; each result keeps its exact original JSON text.
+day bucket plus one read whatever the page size. Amounts are kept as exact decimal text (from JSON
+numbers or numeric strings, never through a float) and read as ``Decimal``; each result keeps its
+exact original JSON text.
 """
 
 from __future__ import annotations
@@ -10,24 +11,34 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from decimal import Context, Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_VALUE_CHARS = 16 * 1024 * 1024  # a single JSON value (result, extra key) beyond: malformed
 
 
-@dataclass(frozen=True, slots=True)
-class CostResult:
+class CostResult(NamedTuple):
+    """One cost result. A tuple because building millions of them is the hot path of a backfill:
+    ``tuple.__new__`` (as ``_result`` does) is four times cheaper than a frozen dataclass."""
+
     line_item: str | None
     project_id: str | None
     api_key_id: str | None
-    amount: Decimal
+    amount_text: str  # exact decimal text that fits DECIMAL(38, 16), e.g. "0.0001875"
     currency: str | None
-    quantity: Decimal | None
+    quantity_text: str | None  # same, for the quantity
     quantity_unit: str | None
     raw_json: str  # the original JSON text of this result object, exactly as received
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.amount_text)
+
+    @property
+    def quantity(self) -> Decimal | None:
+        return None if self.quantity_text is None else Decimal(self.quantity_text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +49,16 @@ class CostBucket:
 
 
 _WS = re.compile(r"[ \t\n\r]*")
-_SCAN = json.JSONDecoder(parse_float=Decimal).scan_once  # the C scanner: (value, end) at an index
-_SCAN_ERRORS = (StopIteration, ValueError, RecursionError, ArithmeticError)  # Decimal("1e99..9")
+# The C scanner: (value, end) at an index. Non-integer numbers stay text (their exact digits).
+_SCAN = json.JSONDecoder(parse_float=str).scan_once
+_SCAN_ERRORS = (StopIteration, ValueError, RecursionError)
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 _STR_OR_NONE = frozenset({str, type(None)})
 # The warehouse stores DECIMAL(38, 16): at most 22 integer digits and 16 decimals. A value that
-# does not fit is refused, never rounded.
+# does not fit is refused, never rounded. Plain text within those digits fits as it is (the fast
+# path); anything else (exponents, signs, spaces, trailing zeros) goes through Decimal.
+_FITS_AS_IS = re.compile(r"-?[0-9]{1,22}(?:\.[0-9]{1,16})?").fullmatch
+_INT_LIMIT = 10**22
 _QUANTUM = Decimal(1).scaleb(-16)
 _WIDE = Context(prec=60)
 
@@ -52,45 +67,33 @@ class PageFormatError(Exception):
     """Internal: what is wrong with a body; the client turns it into MalformedResponseError."""
 
 
-def _result_builder() -> Callable[..., CostResult]:
-    # The frozen-dataclass __init__ (object.__setattr__ per field) costs about as much as decoding
-    # the JSON object. Setting the slots through their descriptors gives the same, equal, frozen
-    # CostResult at half the cost; this is the hot path for millions of results.
-    names = tuple(f.name for f in fields(CostResult))
-    assert names == CostResult.__slots__
-    s0, s1, s2, s3, s4, s5, s6, s7 = (getattr(CostResult, n).__set__ for n in names)
-    new = object.__new__
-
-    def build(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any, h: Any) -> CostResult:
-        r = new(CostResult)
-        s0(r, a), s1(r, b), s2(r, c), s3(r, d), s4(r, e), s5(r, f), s6(r, g), s7(r, h)
-        return r
-
-    return build
+_new_tuple = tuple.__new__
 
 
-_build_result = _result_builder()
-
-
-def _decimal(value: Any, what: str) -> Decimal:
-    if type(value) is Decimal:
-        return value
-    if type(value) is int:
-        return Decimal(value)
-    if type(value) is str and _NUMBER_TEXT.fullmatch(value):
-        try:
-            return Decimal(value.strip())
-        except ArithmeticError:  # an exponent beyond what Decimal can hold
-            pass
+def _decimal_text(value: Any, what: str) -> str:
+    """The exact decimal text of a JSON number (int, or text from the scanner) or numeric string,
+    checked to fit DECIMAL(38, 16)."""
+    if type(value) is str:
+        if _FITS_AS_IS(value):
+            return value
+        if _NUMBER_TEXT.fullmatch(value):
+            try:
+                return _fitting(Decimal(value.strip()), what)
+            except ArithmeticError:  # an exponent beyond what Decimal can hold
+                pass
+    elif type(value) is int:
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return str(value)
+        return _fitting(Decimal(value), what)
     raise PageFormatError(f"{what} is not a number")
 
 
-def _check_fits(value: Decimal, what: str) -> Decimal:
+def _fitting(value: Decimal, what: str) -> str:
     if value.adjusted() >= 22 or _WIDE.quantize(value, _QUANTUM) != value:
         raise PageFormatError(
             f"{what} {value} does not fit 22 integer digits and 16 decimals exactly"
         )
-    return value
+    return format(value, "f")
 
 
 def _result(obj: dict[str, Any], raw: str) -> CostResult:
@@ -101,9 +104,14 @@ def _result(obj: dict[str, Any], raw: str) -> CostResult:
         quantity, unit = obj["quantity"], obj["quantity_unit"]
     except (KeyError, TypeError):
         return _result_slow(obj, raw)
-    value = _check_fits(_decimal(value, "amount.value"), "amount.value")
+    if type(value) is not str or not _FITS_AS_IS(value):
+        value = _decimal_text(value, "amount.value")
     if quantity is not None:
-        quantity = _check_fits(_decimal(quantity, "quantity"), "quantity")
+        kind = type(quantity)
+        if kind is int and -_INT_LIMIT < quantity < _INT_LIMIT:
+            quantity = str(quantity)
+        elif kind is not str or not _FITS_AS_IS(quantity):
+            quantity = _decimal_text(quantity, "quantity")
     ok = _STR_OR_NONE
     if not (
         type(line_item) in ok
@@ -113,7 +121,9 @@ def _result(obj: dict[str, Any], raw: str) -> CostResult:
         and type(unit) in ok
     ):
         raise PageFormatError("a cost result has a text field that is not a string")
-    return _build_result(line_item, project_id, api_key_id, value, currency, quantity, unit, raw)
+    return _new_tuple(
+        CostResult, (line_item, project_id, api_key_id, value, currency, quantity, unit, raw)
+    )
 
 
 def _result_slow(obj: dict[str, Any], raw: str) -> CostResult:
