@@ -10,7 +10,8 @@ Production path, step by step:
    stored state (the one the daemon itself creates for a schedule that is RUNNING by default)
    gets a start time just before that tick.
 4. Timing starts: ``dagster-daemon run -w workspace.yaml`` (DAGSTER_HOME set) starts; its
-   scheduler evaluates the tick through the code server, creates one run per integration and
+   scheduler evaluates the tick through the code server, creates one run per batch of
+   GRAFIENT_SYNC_BATCH integrations (default 20; ``--batch 1``: one run per integration) and
    submits them to the queue; its run coordinator dequeues them (at most 4 at a time) and the
    default run launcher starts each in its own process. Timing stops when every run is finished.
 5. Every run must succeed and every integration's fct_costs total over the window must equal the
@@ -20,7 +21,7 @@ Prints total wall time, time from the tick's first run to the last run's end, am
 integration, and where a run's time goes (launch -> start: process and code load; start -> end:
 execution; queue wait). ``--quick`` uses 8 integrations.
 
-    .venv/bin/python benchmarks/bench_fleet.py [--quick] [--integrations N]
+    .venv/bin/python benchmarks/bench_fleet.py [--quick] [--integrations N] [--batch K]
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    HERE,
     ROOT,
     Emulator,
     Failed,
@@ -186,14 +186,16 @@ def main() -> int:
     parser.add_argument(
         "--batch",
         type=int,
-        help="what-if design option: the schedule asks for one run per K integrations (a "
-        "rectangle of partitions) from benchmarks/_fleet_batched.py instead of the product's "
-        "one run per integration",
+        help="integrations per run (GRAFIENT_SYNC_BATCH; default: the product's default, "
+        "--quick: 4; 1 = one run per integration)",
     )
     args = parser.parse_args()
     n = args.integrations or (8 if args.quick else 200)
     orgs = org_keys(n, "fleet")
-    how = f"one run per {args.batch} integrations (what-if)" if args.batch else "one run each"
+    from grafient_pipeline.settings import DEFAULT_SYNC_BATCH
+
+    batch = args.batch or (4 if args.quick else DEFAULT_SYNC_BATCH)
+    how = f"up to {batch} integrations per run (GRAFIENT_SYNC_BATCH={batch})"
     print(
         f"fleet benchmark: {n} integrations x 3-day window x {RESULTS_PER_DAY} results/day, {how}"
     )
@@ -204,17 +206,8 @@ def main() -> int:
         tmp = args.keep or Path(tmp_dir)
         tmp.mkdir(parents=True, exist_ok=True)
         home = tmp / "home"
-        env = pipeline_env(home, emulator.base_url)
+        env = pipeline_env(home, emulator.base_url, GRAFIENT_SYNC_BATCH=str(batch))
         workspace = ROOT / "workspace.yaml"
-        if args.batch:
-            env["GRAFIENT_BENCH_BATCH"] = str(args.batch)
-            workspace = tmp / "workspace.yaml"
-            workspace.write_text(
-                "load_from:\n  - python_file:\n"
-                f"      relative_path: {HERE / '_fleet_batched.py'}\n"
-                f"      working_directory: {ROOT}\n"
-                "      location_name: grafient_pipeline\n"
-            )
         os.environ.update(env)
         from grafient_pipeline.settings import load_settings
 
@@ -247,7 +240,7 @@ def main() -> int:
         )
         try:
             with dg.DagsterInstance.get() as instance:
-                expected_runs = -(-n // args.batch) if args.batch else n
+                expected_runs = -(-n // batch)
                 records = wait_for_runs(instance, expected_runs, daemon, args.timeout)
                 wall = time.perf_counter() - t0
                 ends = [r.end_time for r in records if r.end_time]
@@ -279,14 +272,12 @@ def main() -> int:
         + f"); emulator {emulator_cpu:.1f} s; {requests} HTTP requests",
         flush=True,
     )
-    name = (
-        "fleet" + ("_quick" if args.quick else "") + (f"_batch{args.batch}" if args.batch else "")
-    )
+    name = "fleet" + ("_quick" if args.quick else "") + (f"_batch{batch}" if args.batch else "")
     path = save_result(
         name,
         {
             "integrations": n,
-            "batch": args.batch,
+            "batch": batch,
             "runs": len(records),
             "wall_s": wall,
             "s_per_integration": per,
