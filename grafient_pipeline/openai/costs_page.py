@@ -58,6 +58,9 @@ _STR_OR_NONE = frozenset({str, type(None)})
 # does not fit is refused, never rounded. Plain text within those digits fits as it is (the fast
 # path); anything else (exponents, signs, spaces, trailing zeros) goes through Decimal.
 _FITS_AS_IS = re.compile(r"-?[0-9]{1,22}(?:\.[0-9]{1,16})?").fullmatch
+# Small amounts as a float's repr writes them ("9.375e-06": about one in six results), turned
+# into plain text with string operations (no Decimal) when they have at most 16 decimals.
+_SMALL_EXPONENT_FORM = re.compile(r"(-?)([0-9])(?:\.([0-9]{1,15}))?[eE]-0*([1-9][0-9]?)").fullmatch
 _INT_LIMIT = 10**22
 _QUANTUM = Decimal(1).scaleb(-16)
 _WIDE = Context(prec=60)
@@ -76,6 +79,12 @@ def _decimal_text(value: Any, what: str) -> str:
     if type(value) is str:
         if _FITS_AS_IS(value):
             return value
+        small = _SMALL_EXPONENT_FORM(value)
+        if small:
+            sign, lead, fraction, exponent = small.groups()
+            zeros = int(exponent) - 1
+            if zeros + 1 + len(fraction or "") <= 16:
+                return f"{sign}0.{'0' * zeros}{lead}{fraction or ''}"
         if _NUMBER_TEXT.fullmatch(value):
             try:
                 return _fitting(Decimal(value.strip()), what)
