@@ -2,10 +2,12 @@
 -- Built from: the staging file the fetch step wrote ($staging_path; format in sync.py: fields
 -- separated by chr(31), the raw JSON quoted by chr(2), chr(3) for null, amounts as the client's
 -- exact decimal text, text fields as the client parsed them, as JSON literals when `escaped`);
--- replaces the slice.
+-- adds the file's rows to the slice, after deleting the slice's rows when $replace. A slice's
+-- files load in one transaction: the first replaces the slice, the next ones add to it.
 -- depends_on: schema
 DELETE FROM raw_openai_costs
-WHERE integration_id = $integration_id
+WHERE $replace
+  AND integration_id = $integration_id
   AND bucket_start >= $start_date::TIMESTAMP
   AND bucket_start < $end_date::TIMESTAMP + INTERVAL 1 DAY;
 

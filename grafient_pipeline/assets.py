@@ -21,20 +21,22 @@ from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
 from grafient_pipeline.sync import (
     IntegrationRow,
     Slice,
+    SliceLoader,
     build_fct_costs,
     build_rollup,
-    discard,
-    load_raw,
     refresh_dim_integrations,
     slice_totals,
-    stage_buckets,
-    staging_path,
+    stage_chunks,
+    staging_prefix,
     utc_today,
 )
 from grafient_pipeline.vault import VaultError
 from grafient_pipeline.warehouse import ensure_schema
 
 GROUP = "openai_costs"
+# A staged file holds about this many results (10 days of a 10,000-a-day organization): loading
+# one while the next is fetched and parsed keeps both cores busy and the disk use bounded.
+ROWS_PER_STAGED_FILE = 100_000
 KINDS = {"openai", "duckdb"}
 COMMON = {
     "partitions_def": cost_partitions,
@@ -115,32 +117,36 @@ def _fetch_and_load(
     duckdb: DuckDBResource,
     staging_dir: Path,
 ) -> None:
-    path = staging_path(staging_dir, context.run.run_id, piece)
+    """Fetch a slice and replace it in raw_openai_costs: staged files loaded while it streams."""
     try:
         api_key = registry.api_key(piece.integration_id)
     except VaultError as error:
         registry.set_status(piece.integration_id, "error", str(error))
         raise dg.Failure(f"{piece.integration_id}: {error}") from None
+    loader = SliceLoader(duckdb.get_connection, piece, context.run.run_id)
+    rows = buckets = 0
     try:
         with openai_api.client(api_key) as client:
             context.log.info(f"fetching {piece} from the OpenAI Costs API")
-            staged = stage_buckets(client.iter_buckets(piece.dates.start, piece.dates.end), path)
+            fetched = client.iter_buckets(piece.dates.start, piece.dates.end)
+            prefix = staging_prefix(context.run.run_id, piece)
+            for staged in stage_chunks(fetched, staging_dir, prefix, ROWS_PER_STAGED_FILE):
+                loader.put(staged)
+                rows, buckets = rows + staged.rows, buckets + staged.buckets
             context.log.info(
-                f"{piece}: {staged.rows} results in {staged.buckets} daily buckets, "
+                f"{piece}: {rows} results in {buckets} daily buckets, "
                 f"{client.request_count} requests"
             )
     except CostsApiError as error:
-        discard(path)
+        loader.abort()
         registry.set_status(piece.integration_id, "error", str(error))
         if isinstance(error, InvalidKeyError | PermissionDeniedError):
             context.log.error(f"{piece.integration_id} is now in error: {error}")
         raise dg.Failure(f"{piece.integration_id}: {error}") from None
-    try:
-        with duckdb.get_connection() as conn:
-            ensure_schema(conn)
-            load_raw(conn, piece, staged, context.run.run_id)
-    finally:
-        discard(path)
+    except BaseException:
+        loader.abort()
+        raise
+    loader.finish()
     registry.mark_synced(piece.integration_id, datetime.now(UTC))
 
 

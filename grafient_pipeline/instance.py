@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,8 +26,7 @@ storage:
     module: grafient_pipeline.dagster_storage
     class: GrafientSqliteStorage
     config:
-      dagster_home:
-        env: DAGSTER_HOME
+      dagster_home: {dagster_home}
 """
 
 
@@ -35,8 +35,9 @@ def prepare_home(settings: Settings) -> Path:
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.dagster_home.mkdir(exist_ok=True)
     config = settings.dagster_home / "dagster.yaml"
-    if not config.exists() or config.read_text() != DAGSTER_YAML:
-        config.write_text(DAGSTER_YAML)
+    text = DAGSTER_YAML.format(dagster_home=json.dumps(str(settings.dagster_home)))
+    if not config.exists() or config.read_text() != text:
+        config.write_text(text)
     return settings.dagster_home
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gc
 import json
+import queue
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,7 +24,12 @@ import duckdb
 from grafient_pipeline.openai.costs_page import CostBucket, CostResult
 from grafient_pipeline.openai.line_items import parse_line_item
 from grafient_pipeline.plans import DateRange
-from grafient_pipeline.warehouse import bulk_write_settings, run_models, transaction
+from grafient_pipeline.warehouse import (
+    bulk_write_settings,
+    ensure_schema,
+    run_models,
+    transaction,
+)
 
 # The staging file: one line per result, its fields separated by US (0x1f): bucket start and end
 # (unix seconds), amount and quantity as exact decimal text (the client's Decimals, never
@@ -102,39 +109,63 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def stage_buckets(buckets: Iterable[CostBucket], path: Path) -> StagedFetch:
-    """Write every result of every bucket to the staging file (format above), bucket by bucket.
+    """Write every result of every bucket to one staging file (format above)."""
+    (staged,) = stage_chunks(buckets, path.parent, path.stem, rows_per_chunk=None)
+    return staged
+
+
+def stage_chunks(
+    buckets: Iterable[CostBucket], directory: Path, prefix: str, rows_per_chunk: int | None
+) -> Iterator[StagedFetch]:
+    """Write the buckets' results to staging files of about ``rows_per_chunk`` rows each (whole
+    buckets; ``None``: one file), yielding each file once it is complete; always at least one,
+    possibly empty.
 
     This is the hot loop of a backfill (one pass per result): one f-string per result, one
     write per bucket, no per-field quoting or escaping.
     """
-    rows = bucket_count = 0
+    directory.mkdir(parents=True, exist_ok=True)
     n = _NULL
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _no_cyclic_gc(), path.open("w", newline="", encoding="utf-8") as handle:
-        write = handle.write
-        for bucket in buckets:
-            bucket_count += 1
-            head = f"{bucket.start_time}\x1f{bucket.end_time}\x1f"
-            results = bucket.results
-            write(
-                "".join(
-                    [
-                        f"{head}{r.amount_text}"
-                        f"\x1f{n if r.quantity_text is None else r.quantity_text}\x1f0"
-                        f"\x1f{n if r.line_item is None else r.line_item}"
-                        f"\x1f{n if r.project_id is None else r.project_id}"
-                        f"\x1f{n if r.api_key_id is None else r.api_key_id}"
-                        f"\x1f{n if r.currency is None else r.currency}"
-                        f"\x1f{n if r.quantity_unit is None else r.quantity_unit}"
-                        f"\x1f\x02{r.raw_json}\x02\n"
-                        if "\\" not in r.raw_json
-                        else _escaped_line(head, r)
-                        for r in results
-                    ]
+    number = rows = bucket_count = 0
+    path = directory / f"{prefix}.{number}.stage"
+    handle = path.open("w", newline="", encoding="utf-8")
+    try:
+        with _no_cyclic_gc():
+            for bucket in buckets:
+                head = f"{bucket.start_time}\x1f{bucket.end_time}\x1f"
+                results = bucket.results
+                handle.write(
+                    "".join(
+                        [
+                            f"{head}{r.amount_text}"
+                            f"\x1f{n if r.quantity_text is None else r.quantity_text}\x1f0"
+                            f"\x1f{n if r.line_item is None else r.line_item}"
+                            f"\x1f{n if r.project_id is None else r.project_id}"
+                            f"\x1f{n if r.api_key_id is None else r.api_key_id}"
+                            f"\x1f{n if r.currency is None else r.currency}"
+                            f"\x1f{n if r.quantity_unit is None else r.quantity_unit}"
+                            f"\x1f\x02{r.raw_json}\x02\n"
+                            if "\\" not in r.raw_json
+                            else _escaped_line(head, r)
+                            for r in results
+                        ]
+                    )
                 )
-            )
-            rows += len(results)
-    return StagedFetch(path, rows, bucket_count)
+                rows += len(results)
+                bucket_count += 1
+                if rows_per_chunk is not None and rows >= rows_per_chunk:
+                    handle.close()
+                    yield StagedFetch(path, rows, bucket_count)
+                    number += 1
+                    rows = bucket_count = 0
+                    path = directory / f"{prefix}.{number}.stage"
+                    handle = path.open("w", newline="", encoding="utf-8")
+        handle.close()
+        yield StagedFetch(path, rows, bucket_count)
+    except BaseException:
+        handle.close()
+        discard(path)
+        raise
 
 
 def _escaped_line(head: str, r: CostResult) -> str:
@@ -147,8 +178,8 @@ def _escaped_line(head: str, r: CostResult) -> str:
     )
 
 
-def staging_path(staging_dir: Path, run_id: str, piece: Slice) -> Path:
-    return staging_dir / f"{run_id}-{piece.integration_id}-{piece.dates.start}.stage"
+def staging_prefix(run_id: str, piece: Slice) -> str:
+    return f"{run_id}-{piece.integration_id}-{piece.dates.start}"
 
 
 def discard(path: Path) -> None:
@@ -158,15 +189,122 @@ def discard(path: Path) -> None:
 def load_raw(
     conn: duckdb.DuckDBPyConnection, piece: Slice, staged: StagedFetch, run_id: str
 ) -> None:
+    """Replace the slice in raw_openai_costs with one staged file, in one transaction."""
+    bulk_write_settings(conn)
+    with transaction(conn):
+        load_staged(conn, piece, staged, run_id, replace=True)
+
+
+def load_staged(
+    conn: duckdb.DuckDBPyConnection,
+    piece: Slice,
+    staged: StagedFetch,
+    run_id: str,
+    *,
+    replace: bool,
+) -> None:
+    """Add a staged file's rows to the slice, first deleting the slice if ``replace`` (in the
+    caller's transaction)."""
     params = {
         **piece.params,
         "staging_path": str(staged.path),
         "run_id": run_id,
         "fetched_at": datetime.now(UTC).replace(tzinfo=None),
+        "replace": replace,
     }
-    bulk_write_settings(conn)
-    with transaction(conn):
-        run_models(conn, ["raw_openai_costs"], params)
+    run_models(conn, ["raw_openai_costs"], params)
+
+
+_DONE, _ABORT = object(), object()
+
+
+class SliceLoader:
+    """Loads a slice's staged files into raw_openai_costs on a thread, while the fetch goes on.
+
+    The fetch is Python (one core) and the load is DuckDB (which releases the GIL), so a big
+    backfill's load hides behind its parsing. All files of the slice go in ONE transaction,
+    opened when the first file is ready (never while waiting for the first response) and
+    committed by ``finish``: readers see the old slice or the new one, never a part, and
+    ``abort`` (or any failure) leaves the old slice as it was. Each file is deleted once loaded.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+        piece: Slice,
+        run_id: str,
+    ) -> None:
+        self._connect, self._piece, self._run_id = connect, piece, run_id
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=2)  # files on disk stay bounded
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="grafient-load", daemon=True)
+        self._thread.start()
+
+    def put(self, staged: StagedFetch) -> None:
+        """Queue a staged file (waits while two are queued); raises the load's failure."""
+        while True:
+            self._raise_failure()
+            try:
+                self._queue.put(staged, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Commit the slice once every queued file is loaded; raises the load's failure."""
+        self._stop(_DONE)
+        self._raise_failure()
+
+    def abort(self) -> None:
+        """Roll the slice back (the old rows stay) and delete the files not loaded."""
+        self._stop(_ABORT)
+
+    def _stop(self, signal: object) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(signal, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, StagedFetch):
+                discard(item.path)
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        try:
+            item = self._queue.get()
+            if item is _ABORT:
+                return
+            with self._connect() as conn:
+                ensure_schema(conn)
+                bulk_write_settings(conn)
+                with transaction(conn):
+                    first = True
+                    while isinstance(item, StagedFetch):
+                        try:
+                            load_staged(conn, self._piece, item, self._run_id, replace=first)
+                        finally:
+                            discard(item.path)
+                        first, item = False, self._queue.get()
+                    if item is _ABORT:
+                        raise _Aborted
+        except _Aborted:
+            pass
+        except BaseException as error:  # handed to the fetching thread
+            self._error = error
+
+
+class _Aborted(Exception):
+    """Rolls the slice's transaction back when the fetch failed."""
 
 
 def _register_line_items(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
