@@ -100,13 +100,16 @@ def daily_groups(order: list[str], integrations: list[Integration], size: int) -
     monitored_jobs=[openai_costs_job],
     request_job=openai_costs_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="When a run over several integrations fails (one bad key fails its batch), "
-    "re-run each of its integrations on its own: the others land, the failure stays its own.",
+    description="When a daily sync run over several integrations fails (one bad key fails its "
+    "batch), re-run each of its integrations on its own: the others land, the failure stays "
+    "its own. Runs you launch yourself (backfills) are left to you.",
 )
 def failed_batch_fallback(
     context: dg.RunFailureSensorContext,
 ) -> list[dg.RunRequest] | dg.SkipReason:
     run = context.dagster_run
+    if run.tags.get("grafient/reason") != "daily":
+        return dg.SkipReason(f"run {run.run_id} is not a daily sync batch: left as it is")
     try:
         slices = run_slices(dict(run.tags), context.instance)
     except dg.DagsterError as error:  # an integration at an end of the range was removed since

@@ -84,7 +84,9 @@ def test_a_failed_batch_is_split_into_one_run_per_integration(
     job = defs.resolve_job_def("openai_costs_job")
 
     batch = job.execute_in_process(
-        instance=instance, tags=batch_tags([bad.id, good.id], dates), raise_on_error=False
+        instance=instance,
+        tags={**batch_tags([bad.id, good.id], dates), "grafient/reason": "daily"},
+        raise_on_error=False,
     )
 
     assert not batch.success
@@ -113,10 +115,20 @@ def test_a_failed_batch_is_split_into_one_run_per_integration(
     assert total == emulator.expected_total(ORG_ID, dates.start, dates.end)
 
 
-def test_a_failed_single_integration_run_is_not_split(settings, registry, instance, defs):
+@pytest.mark.parametrize("reason", ["daily", "onboarding"])
+def test_only_a_failed_daily_batch_is_split(settings, registry, instance, defs, reason):
+    """A single-integration run is not split, nor a run over several that the schedule did not
+    launch (a backfill someone started from the UI stays theirs to re-execute)."""
     bad = registry.add("Bad", "pro", "sk-admin-" + "x" * 40, organization_id=ORG_ID)
+    other = registry.add("Other", "pro", ADMIN_KEY, organization_id=ORG_ID)
+    instance.add_dynamic_partitions("integrations", [bad.id, other.id])
     dates = DateRange(utc_today() - timedelta(days=2), utc_today() - timedelta(days=1))
-    result = run_range(settings, instance, bad.id, dates)
+    ids = [bad.id] if reason == "daily" else [bad.id, other.id]
+    result = defs.resolve_job_def("openai_costs_job").execute_in_process(
+        instance=instance,
+        tags={**batch_tags(ids, dates), "grafient/reason": reason},
+        raise_on_error=False,
+    )
     assert not result.success
     (failure,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     context = dg.build_run_status_sensor_context(
@@ -258,3 +270,29 @@ def test_freshness_check_flags_an_active_integration_without_yesterday(
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.metadata["missing"].value == [late.id]
+
+
+def test_a_daily_batch_run_lands_every_integration_exactly(
+    settings, registry, instance, defs, emulator
+):
+    ids = [registry.add(f"Org {n}", "pro", ADMIN_KEY, organization_id=ORG_ID).id for n in range(3)]
+    instance.add_dynamic_partitions("integrations", ids)
+    dates = DateRange(utc_today() - timedelta(days=3), utc_today() - timedelta(days=1))
+
+    result = defs.resolve_job_def("openai_costs_job").execute_in_process(
+        instance=instance,
+        tags={**batch_tags(ids, dates), "grafient/reason": "daily"},
+        raise_on_error=False,
+    )
+
+    assert result.success
+    expected = emulator.expected_total(ORG_ID, dates.start, dates.end)
+    with duckdb.connect(settings.warehouse, read_only=True) as conn:
+        totals = dict(
+            conn.execute(
+                "SELECT integration_id, sum(amount_usd) FROM rollup_token_type_daily GROUP BY 1"
+            ).fetchall()
+        )
+    assert totals == dict.fromkeys(ids, expected)
+    materialized = instance.get_materialized_partitions(dg.AssetKey("rollup_model_daily"))
+    assert len(materialized) == 3 * 3
