@@ -18,6 +18,7 @@ from grafient_pipeline.partitions import cost_partitions, slices_for
 from grafient_pipeline.plans import PlanError, check_range
 from grafient_pipeline.registry import Registry, RegistryError
 from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
+from grafient_pipeline.run_workers import PID_TAG, worker_tags
 from grafient_pipeline.sync import (
     IntegrationRow,
     Slice,
@@ -87,6 +88,13 @@ def _top_models(conn: duckdb.DuckDBPyConnection, slices: list[Slice]) -> dg.Meta
     for model, amount in sorted(totals.items(), key=lambda kv: -kv[1])[:10]:
         lines.append(f"| {model} | {amount:.6f} |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def claim_run_worker(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> None:
+    """Record this process as the run's worker (see run_workers): the daemon launches runs
+    without our tags, and a step holds the duckdb pool's only slot."""
+    if PID_TAG not in context.run.tags:
+        context.instance.add_run_tags(context.run.run_id, worker_tags())
 
 
 def _integration_rows(registry: Registry) -> list[IntegrationRow]:
@@ -170,6 +178,7 @@ def openai_cost_buckets(
     openai_api: OpenAICostsResource,
     registry: RegistryResource,
 ) -> dg.MaterializeResult:
+    claim_run_worker(context)
     slices = slices_for(context.partition_keys)
     store = registry.open()
     _validate(store, slices)
@@ -217,6 +226,7 @@ def openai_cost_buckets(
     ],
 )
 def fct_costs(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    claim_run_worker(context)
     slices = slices_for(context.partition_keys)
     today = utc_today()
     with duckdb.get_connection() as conn:
@@ -280,6 +290,7 @@ def _reconciliation_result(name: str, mismatches: list[checks.Mismatch]) -> dg.A
 def _rollup(
     context: dg.AssetExecutionContext, duckdb: DuckDBResource, table: str
 ) -> dg.MaterializeResult:
+    claim_run_worker(context)
     slices = slices_for(context.partition_keys)
     with duckdb.get_connection() as conn:
         ensure_schema(conn)

@@ -10,6 +10,7 @@ from grafient_pipeline.assets import (
     _fetch_and_load,
     _integration_rows,
     _validate,
+    claim_run_worker,
     cost_assets,
     fct_costs,
 )
@@ -25,6 +26,7 @@ from grafient_pipeline.partitions import (
 from grafient_pipeline.plans import DateRange, upgrade_window, window_days
 from grafient_pipeline.registry import Integration
 from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
+from grafient_pipeline.run_workers import reap_dead_runs
 from grafient_pipeline.sync import (
     Slice,
     build_fct_costs,
@@ -140,6 +142,8 @@ def failed_batch_fallback(
 def integrations_sensor(
     context: dg.SensorEvaluationContext, registry: RegistryResource
 ) -> dg.SensorResult:
+    for run_id in reap_dead_runs(registry.settings, context.instance):
+        context.log.warning(f"marked run {run_id} failed: its process had died")
     store = registry.open()
     integrations = store.list()
     known = set(context.instance.get_dynamic_partitions("integrations"))
@@ -193,6 +197,7 @@ def force_sync_op(
     openai_api: OpenAICostsResource,
     registry: RegistryResource,
 ):
+    claim_run_worker(context)
     try:
         dates = force_sync_range(config.start_date, config.end_date, utc_today())
     except ValueError as error:

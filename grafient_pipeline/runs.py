@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -17,17 +16,13 @@ import httpx
 from grafient_pipeline.instance import get_instance
 from grafient_pipeline.plans import DateRange, check_range
 from grafient_pipeline.registry import Registry
+from grafient_pipeline.run_workers import reap_dead_runs, worker_tags
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.sync import Slice, slice_totals, utc_today
 from grafient_pipeline.warehouse import connect, ensure_schema
 
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
 JOB_NAME = "openai_costs_job"
-# In-process runs record who runs them, so a later CLI call can tell a run whose process died
-# (SIGKILL, power loss) from one still going: a dead run would otherwise keep the duckdb pool's
-# only slot and block every later run.
-PID_TAG = "grafient/pid"
-HOST_TAG = "grafient/host"
 
 
 class SyncError(RuntimeError):
@@ -106,39 +101,6 @@ def _tags(piece: Slice, reason: str) -> dict[str, str]:
     return {**range_tags(piece.integration_id, piece.dates), "grafient/reason": reason}
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reap_dead_runs(settings: Settings, instance) -> list[str]:
-    """Fail in-process runs whose process died, free their pool slots and staging files."""
-    import dagster as dg
-
-    running = instance.get_runs(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING])
-    )
-    reaped = []
-    for run in running:
-        pid = run.tags.get(PID_TAG, "")
-        here = run.tags.get(HOST_TAG) == socket.gethostname()
-        if here and pid.isdigit() and not _process_alive(int(pid)):
-            instance.report_run_failed(run, f"the process running it (pid {pid}) died")
-            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-            reaped.append(run.run_id)
-    alive = {run.run_id for run in running} - set(reaped)
-    if settings.staging_dir.is_dir():  # staging files are named after their run
-        for path in settings.staging_dir.iterdir():
-            if not any(path.name.startswith(run_id) for run_id in alive):
-                path.unlink(missing_ok=True)
-    return reaped
-
-
 def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO) -> str:
     from grafient_pipeline.definitions import build_definitions
 
@@ -152,7 +114,7 @@ def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO) 
     for run_id in reap_dead_runs(settings, instance):
         print(f"marked run {run_id} failed: its process had died", file=out, flush=True)
     job = build_definitions(settings).resolve_job_def(JOB_NAME)
-    tags = {**_tags(piece, reason), PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    tags = {**_tags(piece, reason), **worker_tags()}
     result = job.execute_in_process(
         instance=instance,
         tags=tags,
