@@ -74,6 +74,28 @@ def test_daily_tick_batches_the_trailing_three_days_of_every_integration(
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
+def _run_batch(
+    defs: dg.Definitions, instance, ids: list[str], dates: DateRange, reason: str
+) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("openai_costs_job").execute_in_process(
+        instance=instance,
+        tags={**batch_tags(ids, dates), "grafient/reason": reason},
+        raise_on_error=False,
+    )
+
+
+def _split(defs: dg.Definitions, instance, run_id: str) -> list[dg.RunRequest] | dg.SkipReason:
+    """What failed_batch_fallback says about a failed run."""
+    (failure,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="failed_batch_fallback",
+        dagster_event=failure.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+    ).for_run_failure()
+    return defs.resolve_sensor_def("failed_batch_fallback")(context)
+
+
 def test_a_failed_batch_is_split_into_one_run_per_integration(
     settings, registry, instance, defs, emulator
 ):
@@ -83,21 +105,10 @@ def test_a_failed_batch_is_split_into_one_run_per_integration(
     dates = DateRange(utc_today() - timedelta(days=3), utc_today() - timedelta(days=1))
     job = defs.resolve_job_def("openai_costs_job")
 
-    batch = job.execute_in_process(
-        instance=instance,
-        tags={**batch_tags([bad.id, good.id], dates), "grafient/reason": "daily"},
-        raise_on_error=False,
-    )
+    batch = _run_batch(defs, instance, [bad.id, good.id], dates, "daily")
 
     assert not batch.success
-    (failure,) = instance.all_logs(batch.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="failed_batch_fallback",
-        dagster_event=failure.dagster_event,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(batch.run_id),
-    ).for_run_failure()
-    requests = defs.resolve_sensor_def("failed_batch_fallback")(context)
+    requests = _split(defs, instance, batch.run_id)
     assert sorted(_range(r) for r in requests) == sorted(
         [(bad.id, dates.start, dates.end), (good.id, dates.start, dates.end)]
     )
@@ -124,21 +135,9 @@ def test_only_a_failed_daily_batch_is_split(settings, registry, instance, defs, 
     instance.add_dynamic_partitions("integrations", [bad.id, other.id])
     dates = DateRange(utc_today() - timedelta(days=2), utc_today() - timedelta(days=1))
     ids = [bad.id] if reason == "daily" else [bad.id, other.id]
-    result = defs.resolve_job_def("openai_costs_job").execute_in_process(
-        instance=instance,
-        tags={**batch_tags(ids, dates), "grafient/reason": reason},
-        raise_on_error=False,
-    )
+    result = _run_batch(defs, instance, ids, dates, reason)
     assert not result.success
-    (failure,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="failed_batch_fallback",
-        dagster_event=failure.dagster_event,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id),
-    ).for_run_failure()
-    outcome = defs.resolve_sensor_def("failed_batch_fallback")(context)
-    assert isinstance(outcome, dg.SkipReason)
+    assert isinstance(_split(defs, instance, result.run_id), dg.SkipReason)
 
 
 def test_schedule_honours_resync_days(settings, registry, instance, monkeypatch):
@@ -279,11 +278,7 @@ def test_a_daily_batch_run_lands_every_integration_exactly(
     instance.add_dynamic_partitions("integrations", ids)
     dates = DateRange(utc_today() - timedelta(days=3), utc_today() - timedelta(days=1))
 
-    result = defs.resolve_job_def("openai_costs_job").execute_in_process(
-        instance=instance,
-        tags={**batch_tags(ids, dates), "grafient/reason": "daily"},
-        raise_on_error=False,
-    )
+    result = _run_batch(defs, instance, ids, dates, "daily")
 
     assert result.success
     expected = emulator.expected_total(ORG_ID, dates.start, dates.end)
