@@ -155,17 +155,18 @@ def stage_chunks(
                 bucket_count += 1
                 if rows_per_chunk is not None and rows >= rows_per_chunk:
                     handle.close()
-                    yield StagedFetch(path, rows, bucket_count)
+                    yield StagedFetch(path, rows, bucket_count)  # the caller's from here on
                     number += 1
                     rows = bucket_count = 0
                     path = directory / f"{prefix}.{number}.stage"
                     handle = path.open("w", newline="", encoding="utf-8")
         handle.close()
-        yield StagedFetch(path, rows, bucket_count)
-    except BaseException:
-        handle.close()
-        discard(path)
+    except BaseException:  # the file being written is ours to delete, not those handed over
+        if not handle.closed:
+            handle.close()
+            discard(path)
         raise
+    yield StagedFetch(path, rows, bucket_count)
 
 
 def _escaped_line(head: str, r: CostResult) -> str:

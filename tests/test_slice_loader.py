@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -57,6 +58,28 @@ def test_chunks_split_at_buckets_and_there_is_always_one(tmp_path: Path) -> None
     assert [len(c.path.read_text().splitlines()) for c in chunks] == [30, 30, 30, 10]
     (empty,) = stage_chunks([], tmp_path, "q", rows_per_chunk=25)
     assert (empty.rows, empty.path.read_text()) == (0, "")
+
+
+def test_closing_the_chunks_keeps_the_files_handed_over_and_deletes_the_one_being_written(
+    tmp_path: Path,
+) -> None:
+    def failing() -> Iterator[CostBucket]:
+        yield from _buckets(4, 10, 1)
+        raise RuntimeError("the body ended early")
+
+    chunks = stage_chunks(failing(), tmp_path, "p", rows_per_chunk=25)
+    first = next(chunks)
+    with pytest.raises(RuntimeError):
+        next(chunks)
+    assert [path.name for path in tmp_path.iterdir()] == [first.path.name]
+
+    chunks = stage_chunks(_buckets(10, 10, 1), tmp_path, "q", rows_per_chunk=25)
+    handed = next(chunks)
+    chunks.close()  # the caller stopped (its load failed)
+    assert handed.path.exists()
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [first.path.name, "q.0.stage"]
+    )
 
 
 def test_a_slice_of_many_files_replaces_the_old_one(tmp_path: Path) -> None:
