@@ -108,12 +108,6 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def stage_buckets(buckets: Iterable[CostBucket], path: Path) -> StagedFetch:
-    """Write every result of every bucket to one staging file (format above)."""
-    (staged,) = stage_chunks(buckets, path.parent, path.stem, rows_per_chunk=None)
-    return staged
-
-
 def stage_chunks(
     buckets: Iterable[CostBucket], directory: Path, prefix: str, rows_per_chunk: int | None
 ) -> Iterator[StagedFetch]:
@@ -185,15 +179,6 @@ def staging_prefix(run_id: str, piece: Slice) -> str:
 
 def discard(path: Path) -> None:
     path.unlink(missing_ok=True)
-
-
-def load_raw(
-    conn: duckdb.DuckDBPyConnection, piece: Slice, staged: StagedFetch, run_id: str
-) -> None:
-    """Replace the slice in raw_openai_costs with one staged file, in one transaction."""
-    bulk_write_settings(conn)
-    with transaction(conn):
-        load_staged(conn, piece, staged, run_id, replace=True)
 
 
 def load_staged(

@@ -34,9 +34,8 @@ from hypothesis import strategies as st
 
 from grafient_pipeline.openai.client import CostsClient, MalformedResponseError
 from grafient_pipeline.plans import DateRange
-from grafient_pipeline.sync import Slice, stage_buckets
-from grafient_pipeline.sync import load_raw as load_raw_slice
-from grafient_pipeline.warehouse import ensure_schema
+from grafient_pipeline.sync import Slice, load_staged, stage_chunks
+from grafient_pipeline.warehouse import ensure_schema, transaction
 
 settings.register_profile(
     "grafient-reliability",
@@ -271,6 +270,13 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     conn.close()
 
 
+def _load_slice(folder: Path, conn: Any, piece: Slice, buckets: list, run_id: str) -> None:
+    """The sync's path without its loading thread: stage, then replace the slice at once."""
+    (staged,) = stage_chunks(buckets, folder, run_id, rows_per_chunk=None)
+    with transaction(conn):
+        load_staged(conn, piece, staged, run_id, replace=True)
+
+
 @settings(PROFILE, max_examples=60)
 @given(case=answers(faulty=False))
 def test_client_to_staging_csv_to_duckdb_round_trips_exactly(warehouse, case):
@@ -278,10 +284,8 @@ def test_client_to_staging_csv_to_duckdb_round_trips_exactly(warehouse, case):
     api, expected = case
     buckets = fetch(api)
     piece = Slice("prop-test", DateRange(DAY0, DAY0 + timedelta(days=DAYS - 1)))
-    staged = stage_buckets(buckets, folder / "staged.csv")
-
     for _ in range(2):  # a rerun replaces the slice: same rows, no duplicates
-        load_raw_slice(conn, piece, staged, "run-prop")
+        _load_slice(folder, conn, piece, buckets, "run-prop")
 
     rows = conn.execute(
         "SELECT epoch(bucket_start)::BIGINT, line_item, project_id, api_key_id, amount_value, "
@@ -391,7 +395,7 @@ def test_duplicate_keys_are_refused_or_stored_as_parsed(warehouse):
     except MalformedResponseError:
         return
     piece = Slice("dup-keys", DateRange(DAY0, DAY0))
-    load_raw_slice(conn, piece, stage_buckets(buckets, folder / "dup.csv"), "run-dup")
+    _load_slice(folder, conn, piece, buckets, "run-dup")
     (stored,) = conn.execute(
         "SELECT line_item FROM raw_openai_costs WHERE integration_id = 'dup-keys'"
     ).fetchone()
