@@ -248,12 +248,6 @@ def main() -> int:
     parser.add_argument("--results-per-day", type=int, help="override the results a day")
     parser.add_argument("--ranges", default="30,180", help="range lengths in days")
     parser.add_argument(
-        "--planned-subset",
-        action="store_true",
-        help="what-if: run with DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 (one 'planned' "
-        "event per asset instead of one per partition); figures saved under another name",
-    )
-    parser.add_argument(
         "--profile",
         metavar="DIR",
         help="write a cProfile pstats file of each run (DIR/backfill-<days>d.pstats); "
@@ -270,9 +264,6 @@ def main() -> int:
     ranges = [int(d) for d in args.ranges.split(",")]
     (org,) = orgs = org_keys(1, "big")
     today = utc_today()
-    extra_env = (
-        {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"} if args.planned_subset else {}
-    )
     profile_dir = Path(args.profile).resolve() if args.profile else None
     print(f"backfill benchmark: 1 integration, {per_day:,} results/day, ranges {ranges} days")
     with Emulator(orgs, per_day, clock=today + timedelta(days=1)) as emulator:
@@ -286,7 +277,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="grafient-bench-") as tmp:
             runs = []
             for days in ranges:
-                env = dict(extra_env)
+                env: dict[str, str] = {}
                 if profile_dir is not None:
                     profile_dir.mkdir(parents=True, exist_ok=True)
                     env["BENCH_PROFILE"] = str(profile_dir / f"backfill-{days}d.pstats")
@@ -307,10 +298,10 @@ def main() -> int:
         f"memory flat: {'met' if flat else 'NOT met'}"
         + (" (--quick: too little data to judge memory; use the full run)" if args.quick else "")
     )
-    name = "backfill" + ("_quick" if args.quick else "") + ("_planned_subset" if extra_env else "")
+    name = "backfill" + ("_quick" if args.quick else "")
     path = save_result(
         name,
-        {"results_per_day": per_day, "env": extra_env, "runs": runs, "rss_growth": growth},
+        {"results_per_day": per_day, "runs": runs, "rss_growth": growth},
     )
     print(f"  figures saved to {path}")
     return 0
