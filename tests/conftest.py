@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 
 import dagster as dg
@@ -65,4 +68,24 @@ def run_range(
     job = build_definitions(settings).resolve_job_def("openai_costs_job")
     return job.execute_in_process(
         instance=instance, tags=range_tags(integration_id, dates), raise_on_error=False
+    )
+
+
+def run_cli(
+    *args: str,
+    stdin: str = "",
+    env: Mapping[str, str] | None = None,
+    timeout: float = 180,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`grafient ARGS` in a child process, as a user runs it (this process's environment by
+    default), with its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "grafient_pipeline.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ if env is None else env),
+        cwd=cwd,
+        timeout=timeout,
     )

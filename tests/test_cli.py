@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,20 +14,12 @@ from grafient_pipeline.definitions import build_definitions
 from grafient_pipeline.instance import get_instance
 from grafient_pipeline.resources import RegistryResource
 from grafient_pipeline.sync import utc_today
-from tests.conftest import ADMIN_KEY, ORG_ID
+from tests.conftest import ADMIN_KEY, ORG_ID, run_cli
 
 SECRET_PIECES = {ADMIN_KEY[i : i + 12] for i in range(len(ADMIN_KEY) - 11)}
 
 
-def grafient(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grafient_pipeline.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        timeout=180,
-    )
+grafient = run_cli
 
 
 def assert_no_secret(text: str) -> None:

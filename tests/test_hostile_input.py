@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 from grafient_pipeline import cli
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.sync import utc_today
-from tests.conftest import ADMIN_KEY, OTHER_KEY
+from tests.conftest import ADMIN_KEY, OTHER_KEY, run_cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -191,11 +189,7 @@ def test_hostile_dates_are_refused_before_any_request(env, emulator, registry, c
     assert emulator.request_count == before
 
 
-def grafient(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grafient_pipeline.cli", *args],
-        input=stdin, capture_output=True, text=True, env=dict(os.environ), timeout=180,
-    )  # fmt: skip
+grafient = run_cli
 
 
 def test_hostile_label_survives_a_sync_into_the_warehouse(env, emulator):

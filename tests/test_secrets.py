@@ -10,7 +10,6 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import duckdb
 import pytest
 
 from grafient_pipeline.openai.emulator import DEMO_ORGS, CostsEmulator
+from tests.conftest import run_cli
 from tests.test_idempotency import SECRET_PIECE, key_pieces
 
 MY_ORG = "org-secret-keeper"
@@ -25,14 +25,7 @@ MY_KEY = "sk-admin-Zq7" + "xK2vB9mN4pL8wR3tY6uJ1hG5fD0sA" + "-unique-tail-8c1e"
 
 
 def grafient(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "grafient_pipeline.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return run_cli(*args, stdin=stdin, env=env, timeout=300)
 
 
 def files_under(root: Path) -> Iterator[Path]:

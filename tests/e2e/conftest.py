@@ -30,7 +30,7 @@ from grafient_pipeline.openai.emulator import CostsEmulator
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.settings import Settings, load_settings
 from grafient_pipeline.warehouse import connect
-from tests.conftest import ADMIN_KEY, MASTER_KEY, ORG_ID
+from tests.conftest import ADMIN_KEY, MASTER_KEY, ORG_ID, run_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "grafient_pipeline"
@@ -197,15 +197,7 @@ def default_interrupt_signals() -> Iterator[None]:
 def grafient_cli(
     env: dict[str, str], *args: str, stdin: str = "", timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grafient_pipeline.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=PROJECT_ROOT,
-        timeout=timeout,
-    )
+    return run_cli(*args, stdin=stdin, env=env, timeout=timeout, cwd=str(PROJECT_ROOT))
 
 
 # --------------------------------------------------------------------------- the stack
