@@ -1,51 +1,43 @@
 """What makes the pipeline run itself: jobs, the 06:00 UTC schedule, the onboarding sensor,
 Force Sync and the 09:00 UTC freshness expectation."""
 
+from collections import defaultdict
 from datetime import date, datetime, timedelta
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from grafient_pipeline.assets import (
-    _fetch_and_load,
-    _integration_rows,
-    _validate,
-    claim_run_worker,
-    cost_assets,
-    fct_costs,
-)
-from grafient_pipeline.checks import reconcile
+from grafient_pipeline.assets import FCT, cost_assets
 from grafient_pipeline.partitions import (
-    batch_tags,
+    PLAN_DATE_TAG,
     contiguous_batches,
     integrations_partitions,
     partition_key,
-    range_tags,
+    request_tags,
     run_slices,
 )
-from grafient_pipeline.plans import DateRange, upgrade_window, window_days
+from grafient_pipeline.plans import DateRange, clip_to_plan, upgrade_window, window_days
 from grafient_pipeline.registry import Integration
-from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
+from grafient_pipeline.resources import RegistryResource
 from grafient_pipeline.run_workers import reap_dead_runs
-from grafient_pipeline.sync import (
-    Slice,
-    build_fct_costs,
-    build_rollup,
-    refresh_dim_integrations,
-    slice_totals,
-    utc_today,
-)
-from grafient_pipeline.warehouse import ensure_schema
+from grafient_pipeline.sync import utc_today
 
-ROLLUPS = ("rollup_model_daily", "rollup_token_type_daily")
-FRESHNESS_CHECK = dg.AssetCheckKey(fct_costs.key, "yesterday_synced_by_0900_utc")
+FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey(FCT), "yesterday_synced_by_0900_utc")
+# The freshness check has its own 09:00 job: a sync run only runs the checks of its slices.
+SYNC_SELECTION = dg.AssetSelection.assets(*cost_assets) - dg.AssetSelection.checks(FRESHNESS_CHECK)
 
 openai_costs_job = dg.define_asset_job(
     "openai_costs_job",
-    # The freshness check has its own 09:00 job: a sync run only runs the checks of its slices.
-    selection=dg.AssetSelection.assets(*cost_assets) - dg.AssetSelection.checks(FRESHNESS_CHECK),
+    selection=SYNC_SELECTION,
     description="Fetch, normalize and roll up OpenAI costs for a date range of one or more "
     "integrations.",
+)
+
+force_sync = dg.define_asset_job(
+    "force_sync",
+    selection=SYNC_SELECTION,
+    description="Force Sync: the same assets and checks as every sync, for the partitions you "
+    "pick (an integration and its dates), now. `grafient sync ID` launches it for yesterday "
+    "and today.",
 )
 
 
@@ -68,33 +60,66 @@ def resync_window(tick: datetime, days: int) -> DateRange:
 def daily_openai_sync(
     context: dg.ScheduleEvaluationContext, registry: RegistryResource
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    dates = resync_window(context.scheduled_execution_time, registry.settings.resync_days)
+    tick = context.scheduled_execution_time
+    dates = resync_window(tick, registry.settings.resync_days)
     groups = daily_groups(
         list(context.instance.get_dynamic_partitions("integrations")),
         registry.open().list(),
         registry.settings.sync_batch,
+        dates,
+        tick.date(),
     )
     requests = [
         dg.RunRequest(
-            run_key=f"daily:{'..'.join(dict.fromkeys([group[0], group[-1]]))}:{dates}",
-            tags={**batch_tags(group, dates), "grafient/reason": "daily"},
+            run_key=f"daily:{'..'.join(dict.fromkeys([group[0], group[-1]]))}:{window}",
+            tags=request_tags(group, window, "daily", tick.date(), _clip_note(dates, window)),
         )
-        for group in groups
+        for group, window in groups
     ]
     return requests or dg.SkipReason("no integrations to sync")
 
 
-def daily_groups(order: list[str], integrations: list[Integration], size: int) -> list[list[str]]:
-    """The daily runs' integrations: healthy ones batched, each one in error on its own.
+def _clip_note(asked: DateRange, window: DateRange) -> str:
+    if window == asked:
+        return ""
+    return (
+        f"GRAFIENT_RESYNC_DAYS asks for {asked}; these integrations' plan allows {window}, "
+        "so that is what this run syncs"
+    )
+
+
+def daily_groups(
+    order: list[str],
+    integrations: list[Integration],
+    size: int,
+    dates: DateRange,
+    today: date,
+) -> list[tuple[list[str], DateRange]]:
+    """The daily runs: (integrations, dates) rectangles. Each integration's dates are the resync
+    window clipped to its plan; healthy ones with the same dates are batched, each one in error
+    runs on its own.
 
     A run per integration costs a process start and Dagster's bookkeeping (seconds); a batch
     shares them. An integration in error (revoked key) would fail every batch it is in, so it
     gets its own run, where its error is plainly its own.
     """
     known = set(order)
-    failing = [i.id for i in integrations if i.status == "error" and i.id in known]
-    healthy = {i.id for i in integrations if i.status != "error"}
-    return contiguous_batches(order, healthy, size) + [[integration] for integration in failing]
+    healthy: dict[DateRange, set[str]] = defaultdict(set)
+    failing: list[tuple[list[str], DateRange]] = []
+    for integration in integrations:
+        window = clip_to_plan(dates, integration.plan, today)
+        if integration.id not in known or window is None:
+            continue
+        if integration.status == "error":
+            failing.append(([integration.id], window))
+        else:
+            healthy[window].add(integration.id)
+    batched = [
+        (group, window)
+        for window, wanted in sorted(healthy.items(), key=lambda kv: kv[0].start)
+        for group in contiguous_batches(order, wanted, size)
+    ]
+    return batched + failing
 
 
 @dg.run_failure_sensor(
@@ -122,8 +147,12 @@ def failed_batch_fallback(
         dg.RunRequest(
             run_key=f"split:{run.run_id}:{piece.integration_id}",
             tags={
-                **range_tags(piece.integration_id, piece.dates),
-                "grafient/reason": "split of a failed batch",
+                **request_tags(
+                    [piece.integration_id],
+                    piece.dates,
+                    "split of a failed batch",
+                    _requested_on(run.tags),
+                ),
                 "grafient/batch_run": run.run_id,
             },
         )
@@ -158,7 +187,7 @@ def integrations_sensor(
         run_requests.append(
             dg.RunRequest(
                 run_key=f"backfill:{integration.id}:{window}",
-                tags={**range_tags(integration.id, window), "grafient/reason": reason},
+                tags=request_tags([integration.id], window, reason, today),
             )
         )
         store.mark_backfill_requested(integration.id, window_days(integration.plan))
@@ -176,69 +205,15 @@ def integrations_sensor(
     )
 
 
-class ForceSyncConfig(dg.Config):
-    integration_id: str
-    start_date: str | None = None  # default: yesterday (UTC)
-    end_date: str | None = None  # default: today (UTC), partial data
-
-
-def force_sync_range(start: str | None, end: str | None, today: date) -> DateRange:
-    return DateRange(
-        date.fromisoformat(start) if start else today - timedelta(days=1),
-        date.fromisoformat(end) if end else today,
-    )
-
-
-@dg.op(pool="duckdb", description="Fetch and rebuild one integration's range now.")
-def force_sync_op(
-    context: dg.OpExecutionContext,
-    config: ForceSyncConfig,
-    duckdb: DuckDBResource,
-    openai_api: OpenAICostsResource,
-    registry: RegistryResource,
-):
-    claim_run_worker(context)
+def _requested_on(tags: dict[str, str]) -> date:
     try:
-        dates = force_sync_range(config.start_date, config.end_date, utc_today())
-    except ValueError as error:
-        raise dg.Failure(f"bad date in force_sync config: {error} (use YYYY-MM-DD)") from None
-    piece = Slice(config.integration_id, dates)
-    store = registry.open()
-    _validate(store, [piece])
-    _fetch_and_load(context, piece, store, openai_api, duckdb, registry.settings.staging_dir)
-    with duckdb.get_connection() as conn:
-        ensure_schema(conn)
-        refresh_dim_integrations(conn, _integration_rows(store))
-        build_fct_costs(conn, piece, utc_today())
-        for rollup in ROLLUPS:
-            build_rollup(conn, rollup, piece)
-        pairs = [("raw_openai_costs", "fct_costs")] + [("fct_costs", r) for r in ROLLUPS]
-        mismatches = [m for up, down in pairs for m in reconcile(conn, up, down, piece)]
-        rows, total = slice_totals(conn, "fct_costs", piece)
-    if mismatches:
-        raise dg.Failure(f"{piece}: totals do not reconcile on {len(mismatches)} day(s)")
-    context.log.info(f"force sync {piece}: {rows} rows, {total} USD")
-    for asset in cost_assets:
-        for day in dates.dates():
-            yield dg.AssetMaterialization(
-                asset_key=asset.key,
-                partition=str(partition_key(piece.integration_id, day)),
-                metadata={"force_sync": True, "slice_total_usd": format(total, "f")},
-            )
-    yield dg.Output(None)
-
-
-@dg.job(
-    name="force_sync",
-    description="Force Sync: pull an integration's latest data (default yesterday and today) now. "
-    "Launch from the UI with config {integration_id: ...}.",
-)
-def force_sync() -> None:
-    force_sync_op()
+        return date.fromisoformat(tags[PLAN_DATE_TAG])
+    except (KeyError, ValueError):
+        return utc_today()
 
 
 @dg.asset_check(
-    asset=fct_costs,
+    asset=FCT,
     name=FRESHNESS_CHECK.name,
     description="Freshness: yesterday's partition of every active integration is materialized "
     "by 09:00 UTC (evaluated by the 09:00 UTC schedule).",
@@ -247,7 +222,7 @@ def yesterday_synced(
     context: dg.AssetCheckExecutionContext, registry: RegistryResource
 ) -> dg.AssetCheckResult:
     yesterday = utc_today() - timedelta(days=1)
-    done = context.instance.get_materialized_partitions(fct_costs.key)
+    done = context.instance.get_materialized_partitions(dg.AssetKey(FCT))
     missing = [
         i.id
         for i in registry.open().list()

@@ -1,4 +1,9 @@
-"""Data-quality checks over one slice, as plain functions returning their findings."""
+"""Data-quality checks over one slice, as plain functions.
+
+The blocking ones (``require_*``) run inside the slice's write transaction, before it commits:
+a slice that fails one raises ``SliceRejected`` and is rolled back, so the four tables always
+agree with each other and a failed sync leaves the previous rows as they were.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,26 @@ from decimal import Decimal
 import duckdb
 
 from grafient_pipeline.sync import Slice, daily_totals
+
+CURRENCY = "usd"  # every *_usd column holds US dollars, and nothing else
+# (check name, upstream table, downstream table), in build order.
+RECONCILIATIONS = (
+    ("reconciles_with_raw", "raw_openai_costs", "fct_costs"),
+    ("reconciles_with_fct", "fct_costs", "rollup_model_daily"),
+    ("reconciles_with_fct", "fct_costs", "rollup_token_type_daily"),
+)
+
+
+class SliceRejected(Exception):
+    """A blocking check failed for a slice; its message names the check, integration and day."""
+
+    def __init__(self, check: str, table: str, piece: Slice, day: date | None, detail: str):
+        where = f" on {day.isoformat()}" if day else ""
+        super().__init__(
+            f"check {check} ({table}) failed for {piece.integration_id}{where}: {detail}; "
+            "nothing of this sync was written"
+        )
+        self.check, self.table, self.day = check, table, day
 
 
 @dataclass(frozen=True)
@@ -32,6 +57,49 @@ def reconcile(
     ]
 
 
+def require_reconciled(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
+    for check, upstream, downstream in RECONCILIATIONS:
+        mismatches = reconcile(conn, upstream, downstream, piece)
+        if mismatches:
+            m = mismatches[0]
+            raise SliceRejected(
+                check,
+                downstream,
+                piece,
+                m.cost_date,
+                f"{upstream} sums to {m.upstream_usd} USD but {downstream} to "
+                f"{m.downstream_usd} USD ({len(mismatches)} day(s) differ)",
+            )
+
+
+def foreign_currency(conn: duckdb.DuckDBPyConnection, piece: Slice) -> tuple[date, str] | None:
+    """The first day and currency of a result not in US dollars (codes compare case-insensitively;
+    a result without a currency is not known to be in dollars)."""
+    row = conn.execute(
+        "SELECT bucket_start::DATE, coalesce(currency, '(none)') FROM raw_openai_costs "
+        "WHERE integration_id = $integration_id "
+        "AND bucket_start >= $start_date::TIMESTAMP "
+        "AND bucket_start < $end_date::TIMESTAMP + INTERVAL 1 DAY "
+        f"AND lower(currency) IS DISTINCT FROM '{CURRENCY}' ORDER BY 1, 2 LIMIT 1",
+        piece.params,
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def require_usd(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
+    found = foreign_currency(conn, piece)
+    if found is not None:
+        day, currency = found
+        raise SliceRejected(
+            "single_currency",
+            "raw_openai_costs",
+            piece,
+            day,
+            f"an amount is in {currency!r}, and Grafient records US dollars only "
+            "(amount_usd is never a sum of currencies)",
+        )
+
+
 _SLICE = "integration_id = $integration_id AND cost_date BETWEEN $start_date AND $end_date"
 
 
@@ -45,15 +113,6 @@ def non_token_line_items(
         piece.params,
     ).fetchall()
     return [(item, Decimal(total)) for item, total in rows]
-
-
-def currencies(conn: duckdb.DuckDBPyConnection, piece: Slice) -> list[str | None]:
-    rows = conn.execute(
-        "SELECT DISTINCT currency FROM raw_openai_costs WHERE integration_id = $integration_id "
-        "AND bucket_start::DATE BETWEEN $start_date AND $end_date ORDER BY 1",
-        piece.params,
-    ).fetchall()
-    return [currency for (currency,) in rows]
 
 
 def negative_amounts(conn: duckdb.DuckDBPyConnection, piece: Slice) -> int:

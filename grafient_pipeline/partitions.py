@@ -26,11 +26,29 @@ def partition_key(integration_id: str, day: date) -> dg.MultiPartitionKey:
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# The UTC date whose plan window the run was requested in: a run that waited past midnight for
+# the duckdb slot is judged by the window it was asked for, not by the next day's.
+PLAN_DATE_TAG = "grafient/plan_date"
+REASON_TAG = "grafient/reason"
+NOTE_TAG = "grafient/note"
 
 
 def range_tags(integration_id: str, dates: DateRange) -> dict[str, str]:
     """Tags that make one run cover a date range of one integration (single-run backfill)."""
     return batch_tags([integration_id], dates)
+
+
+def request_tags(
+    integration_ids: list[str], dates: DateRange, reason: str, plan_date: date, note: str = ""
+) -> dict[str, str]:
+    """Everything a run we request carries: its rectangle of partitions, why, and the date whose
+    plan window allowed it."""
+    tags = {
+        **batch_tags(integration_ids, dates),
+        REASON_TAG: reason,
+        PLAN_DATE_TAG: plan_date.isoformat(),
+    }
+    return {**tags, NOTE_TAG: note} if note else tags
 
 
 def batch_tags(integration_ids: list[str], dates: DateRange) -> dict[str, str]:

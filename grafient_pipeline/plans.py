@@ -78,3 +78,22 @@ def check_range(plan: str, requested: DateRange, today: date) -> None:
             f"{requested.end.isoformat()} is in the future: the latest date to sync is "
             f"today, {today.isoformat()} (UTC)"
         )
+
+
+def clip_to_plan(requested: DateRange, plan: str, today: date) -> DateRange | None:
+    """The part of a range the plan allows today (None when none of it is)."""
+    start = max(requested.start, earliest_allowed_date(plan, today))
+    end = min(requested.end, today)
+    return DateRange(start, end) if start <= end else None
+
+
+# A run is judged by the plan window of the day it was requested on, if that day is recent: a
+# run queued over midnight keeps its window, a re-execution weeks later does not.
+PLAN_DATE_GRACE_DAYS = 7
+
+
+def judging_date(requested_on: date | None, today: date) -> date:
+    """The date whose plan window judges a run requested on ``requested_on``."""
+    if requested_on is None or not today - timedelta(PLAN_DATE_GRACE_DAYS) <= requested_on <= today:
+        return today
+    return requested_on

@@ -79,6 +79,10 @@ class DuplicateLabel(RegistryError):
     pass
 
 
+class DuplicateOrganization(RegistryError):
+    """The organization already has an integration: a second one would count its spend twice."""
+
+
 class InvalidInput(RegistryError):
     pass
 
@@ -160,6 +164,7 @@ class Registry:
         label = _check_label(label)
 
         def insert(conn: sqlite3.Connection) -> str:
+            _refuse_same_organization(conn, PROVIDER, org)
             name = label or _generated_label(conn, org)
             _refuse_duplicate(conn, name)
             new_id = _free_id(conn, slugify(name))
@@ -430,6 +435,21 @@ def _refuse_duplicate(conn: sqlite3.Connection, label: str) -> None:
     if row is not None:
         raise DuplicateLabel(
             f"an integration labelled {row[1]!r} already exists (id {row[0]}); choose another label"
+        )
+
+
+def _refuse_same_organization(
+    conn: sqlite3.Connection, provider: str, organization_id: str | None
+) -> None:
+    if organization_id is None:
+        return
+    sql = "SELECT id, label FROM integrations WHERE provider = ? AND organization_id = ?"
+    row = conn.execute(sql, (provider, organization_id)).fetchone()
+    if row is not None:
+        raise DuplicateOrganization(
+            f"organization {organization_id} is already connected as {row[1]!r} (id {row[0]}); "
+            "a second integration would count its spend twice: to use a new key for it, run "
+            f"`grafient integrations set-key {row[0]}`"
         )
 
 

@@ -23,6 +23,7 @@ from grafient_pipeline.warehouse import connect, ensure_schema
 
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
 JOB_NAME = "openai_costs_job"
+FORCE_SYNC_JOB = "force_sync"  # the same assets and checks, under the name the UI shows
 
 
 class SyncError(RuntimeError):
@@ -96,9 +97,13 @@ def run_sync(
 
 
 def _tags(piece: Slice, reason: str) -> dict[str, str]:
-    from grafient_pipeline.partitions import range_tags
+    from grafient_pipeline.partitions import request_tags
 
-    return {**range_tags(piece.integration_id, piece.dates), "grafient/reason": reason}
+    return request_tags([piece.integration_id], piece.dates, reason, utc_today())
+
+
+def _job_name(reason: str) -> str:
+    return FORCE_SYNC_JOB if reason == "force sync" else JOB_NAME
 
 
 def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO) -> str:
@@ -113,7 +118,7 @@ def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO) 
     instance = get_instance(settings)
     for run_id in reap_dead_runs(settings, instance):
         print(f"marked run {run_id} failed: its process had died", file=out, flush=True)
-    job = build_definitions(settings).resolve_job_def(JOB_NAME)
+    job = build_definitions(settings).resolve_job_def(_job_name(reason))
     tags = {**_tags(piece, reason), **worker_tags()}
     result = job.execute_in_process(
         instance=instance,
@@ -142,7 +147,7 @@ def _submit(url: str, piece: Slice, reason: str, out: TextIO) -> str:
     client = DagsterGraphQLClient(parsed.host, port_number=parsed.port)
     print(f"submitting {piece} to the Dagster instance at {url}", file=out, flush=True)
     try:
-        run_id = client.submit_job_execution(JOB_NAME, tags=_tags(piece, reason))
+        run_id = client.submit_job_execution(_job_name(reason), tags=_tags(piece, reason))
         status = _wait(client, run_id, url, out)
     except DagsterGraphQLClientError as error:
         raise SyncError(f"the Dagster webserver at {url} refused the run: {error}") from None

@@ -212,6 +212,8 @@ class SliceLoader:
     opened when the first file is ready (never while waiting for the first response) and
     committed by ``finish``: readers see the old slice or the new one, never a part, and
     ``abort`` (or any failure) leaves the old slice as it was. Each file is deleted once loaded.
+    ``before_commit(conn)`` runs in the same transaction once every file is in: it builds what
+    derives from the raw slice and validates it; whatever it raises rolls everything back.
     """
 
     def __init__(
@@ -219,8 +221,10 @@ class SliceLoader:
         connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
         piece: Slice,
         run_id: str,
+        before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
         self._connect, self._piece, self._run_id = connect, piece, run_id
+        self._before_commit = before_commit
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2)  # files on disk stay bounded
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="grafient-load", daemon=True)
@@ -283,6 +287,8 @@ class SliceLoader:
                         first, item = False, self._queue.get()
                     if item is _ABORT:
                         raise _Aborted
+                    if self._before_commit is not None:
+                        self._before_commit(conn)
         except _Aborted:
             pass
         except BaseException as error:  # handed to the fetching thread
@@ -316,11 +322,13 @@ def _register_line_items(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
         conn.executemany("INSERT INTO dim_line_items VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
-def build_fct_costs(conn: duckdb.DuckDBPyConnection, piece: Slice, today: date) -> None:
-    bulk_write_settings(conn)
-    with transaction(conn):
-        _register_line_items(conn, piece)
-        run_models(conn, ["fct_costs"], {**piece.params, "today": today})
+MART_MODELS = ["fct_costs", "rollup_model_daily", "rollup_token_type_daily"]
+
+
+def build_marts(conn: duckdb.DuckDBPyConnection, piece: Slice, today: date) -> None:
+    """Rebuild the slice of fct_costs and both rollups from raw (in the caller's transaction)."""
+    _register_line_items(conn, piece)
+    run_models(conn, MART_MODELS, {**piece.params, "today": today})
 
 
 def build_rollup(conn: duckdb.DuckDBPyConnection, model: str, piece: Slice) -> None:
@@ -343,10 +351,14 @@ class IntegrationRow:
 def refresh_dim_integrations(
     conn: duckdb.DuckDBPyConnection, integrations: list[IntegrationRow]
 ) -> None:
-    """Mirror the registry (no secrets): small, so replaced whole."""
+    """Mirror the registry (no secrets). An integration removed without --purge keeps its rows
+    in the warehouse, so it keeps its label here too, with status 'removed'."""
     with transaction(conn):
-        conn.execute("DELETE FROM dim_integrations")
+        conn.execute("UPDATE dim_integrations SET status = 'removed'")
         if integrations:
+            ids = [i.integration_id for i in integrations]
+            conn.execute("DELETE FROM dim_integrations WHERE list_contains($ids, integration_id)",
+                         {"ids": ids})  # fmt: skip
             conn.executemany(
                 "INSERT INTO dim_integrations VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -362,6 +374,23 @@ def refresh_dim_integrations(
                     for i in integrations
                 ],
             )
+
+
+# Every warehouse table that holds rows of an integration (a purge empties them all).
+INTEGRATION_TABLES = (
+    "raw_openai_costs",
+    "fct_costs",
+    "rollup_model_daily",
+    "rollup_token_type_daily",
+    "dim_integrations",
+)
+
+
+def purge_integration(conn: duckdb.DuckDBPyConnection, integration_id: str) -> None:
+    """Delete every row of an integration from the warehouse, in one transaction."""
+    with transaction(conn):
+        for table in INTEGRATION_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE integration_id = ?", [integration_id])
 
 
 _DATE_COLUMN = {

@@ -100,7 +100,7 @@ def test_a_failed_batch_is_split_into_one_run_per_integration(
     settings, registry, instance, defs, emulator
 ):
     good = registry.add("Good", "pro", ADMIN_KEY, organization_id=ORG_ID)
-    bad = registry.add("Bad", "pro", "sk-admin-" + "x" * 40, organization_id=ORG_ID)
+    bad = registry.add("Bad", "pro", "sk-admin-" + "x" * 40)
     instance.add_dynamic_partitions("integrations", [bad.id, good.id])
     dates = DateRange(utc_today() - timedelta(days=3), utc_today() - timedelta(days=1))
     job = defs.resolve_job_def("openai_costs_job")
@@ -130,8 +130,8 @@ def test_a_failed_batch_is_split_into_one_run_per_integration(
 def test_only_a_failed_daily_batch_is_split(settings, registry, instance, defs, reason):
     """A single-integration run is not split, nor a run over several that the schedule did not
     launch (a backfill someone started from the UI stays theirs to re-execute)."""
-    bad = registry.add("Bad", "pro", "sk-admin-" + "x" * 40, organization_id=ORG_ID)
-    other = registry.add("Other", "pro", ADMIN_KEY, organization_id=ORG_ID)
+    bad = registry.add("Bad", "pro", "sk-admin-" + "x" * 40)
+    other = registry.add("Other", "pro", ADMIN_KEY)
     instance.add_dynamic_partitions("integrations", [bad.id, other.id])
     dates = DateRange(utc_today() - timedelta(days=2), utc_today() - timedelta(days=1))
     ids = [bad.id] if reason == "daily" else [bad.id, other.id]
@@ -229,14 +229,16 @@ def test_downgrade_requests_nothing_and_refuses_older_days(settings, registry, i
     assert "free plan" in str(result.all_events)
 
 
-def test_force_sync_materializes_yesterday_and_today(settings, registry, instance, defs, emulator):
+def test_force_sync_materializes_the_same_assets_for_yesterday_and_today(
+    settings, registry, instance, defs, emulator
+):
     integration = registry.add("Org", "pro", ADMIN_KEY, organization_id=ORG_ID)
     instance.add_dynamic_partitions("integrations", [integration.id])
     today = utc_today()
 
     result = defs.resolve_job_def("force_sync").execute_in_process(
         instance=instance,
-        run_config={"ops": {"force_sync_op": {"config": {"integration_id": integration.id}}}},
+        tags=range_tags(integration.id, DateRange(today - timedelta(days=1), today)),
     )
 
     assert result.success
@@ -274,7 +276,7 @@ def test_freshness_check_flags_an_active_integration_without_yesterday(
 def test_a_daily_batch_run_lands_every_integration_exactly(
     settings, registry, instance, defs, emulator
 ):
-    ids = [registry.add(f"Org {n}", "pro", ADMIN_KEY, organization_id=ORG_ID).id for n in range(3)]
+    ids = [registry.add(f"Org {n}", "pro", ADMIN_KEY).id for n in range(3)]
     instance.add_dynamic_partitions("integrations", ids)
     dates = DateRange(utc_today() - timedelta(days=3), utc_today() - timedelta(days=1))
 

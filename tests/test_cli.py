@@ -84,7 +84,7 @@ def test_add_refuses_keys_that_fail_test_connection(settings, key, expected):
 def test_bad_input_is_one_line_and_non_zero(settings):
     assert add().returncode == 0
     duplicate = add()
-    assert duplicate.returncode == 1 and "label" in duplicate.stderr.lower()
+    assert duplicate.returncode == 1 and "already connected" in duplicate.stderr.lower()
     for args in (
         ("integrations", "test", "no-such-id"),
         ("integrations", "remove", "no-such-id"),

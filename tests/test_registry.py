@@ -20,6 +20,7 @@ from grafient_pipeline import registry as registry_module
 from grafient_pipeline.registry import (
     MIGRATIONS,
     DuplicateLabel,
+    DuplicateOrganization,
     IntegrationNotFound,
     InvalidInput,
     Registry,
@@ -98,7 +99,15 @@ def test_blank_label_is_generated(registry: Registry) -> None:
     assert registry.add("  ", "free", SECRET).label == "OpenAI organization 2"
     with_org = registry.add("", "free", SECRET, organization_id="org-abc")
     assert (with_org.label, with_org.id) == ("org-abc", "org-abc")
-    assert registry.add("", "free", SECRET, organization_id="org-abc").label.startswith("OpenAI")
+    assert registry.add("", "free", SECRET, organization_id="org-def").label == "org-def"
+
+
+def test_an_organization_is_connected_once(registry: Registry) -> None:
+    first = registry.add("Acme", "pro", SECRET, organization_id="org-acme")
+    with pytest.raises(DuplicateOrganization) as refused:
+        registry.add("Acme again", "free", SECRET, organization_id="org-acme")
+    assert first.id in str(refused.value) and "set-key" in str(refused.value)
+    assert [i.id for i in registry.list()] == [first.id]
 
 
 @pytest.mark.parametrize(
