@@ -13,6 +13,7 @@ import re
 import sqlite3
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -130,7 +131,12 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        return cls(settings.registry_path, load_vault(settings), lambda: load_vault(settings))
+        path = settings.registry_path
+
+        def vault_loader() -> Vault:
+            return load_vault(settings, key_usage=lambda: stored_key_usage(path))
+
+        return cls(path, vault_loader(), vault_loader)
 
     @property
     def vault(self) -> Vault:
@@ -395,6 +401,26 @@ def schema_version(path: Path) -> int:
     """The schema version stored in a registry file (0 for a new or empty file)."""
     with closing(sqlite3.connect(path)) as conn:
         return _stored_version(conn)
+
+
+def stored_key_usage(path: Path) -> dict[str, int]:
+    """How many stored API keys each master key id encrypted; empty for a new registry.
+
+    Read before the vault exists (so without a Registry): the vault asks it before creating
+    a master key, which is safe only when no stored key needs an old one.
+    """
+    if not path.exists():
+        return {}
+    try:
+        with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as conn:
+            tokens = [row[0] for row in conn.execute("SELECT key_token FROM integrations")]
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return {}
+        raise RegistryError(
+            f"cannot read {path} to see which master key its stored API keys need: {exc}"
+        ) from None
+    return dict(Counter(key_id for key_id in map(token_key_id, tokens) if key_id is not None))
 
 
 def _fetch(conn: sqlite3.Connection, integration_id: str) -> Integration:

@@ -15,7 +15,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +34,10 @@ MASTER_KEY_ENV = "GRAFIENT_MASTER_KEY"
 PREVIOUS_KEY_ENV = "GRAFIENT_MASTER_KEY_PREVIOUS"
 NEXT_KEY_SUFFIX = ".next"
 GENERATE_HINT = 'python -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())"'
+ENV_SOURCES = (MASTER_KEY_ENV, PREVIOUS_KEY_ENV)
+
+KeyUsage = Callable[[], Mapping[str, int]]
+"""How many stored API keys each master key id encrypted (read from the registry)."""
 
 
 class VaultError(Exception):
@@ -41,11 +45,24 @@ class VaultError(Exception):
 
 
 class MasterKeyError(VaultError):
-    """The master key is missing, unreadable, or not base64 of exactly 32 bytes."""
+    """The master key is missing, unreadable, or not base64 of exactly 32 bytes.
+
+    Always a problem of this process's environment, never of a stored integration.
+    """
+
+
+class MasterKeyMismatchError(MasterKeyError):
+    """A stored key names a master key id this process has not loaded (the token is intact)."""
 
 
 class DecryptionError(VaultError):
-    """A stored key cannot be decrypted: wrong master key, tampered or malformed token."""
+    """A stored key cannot be decrypted under its own master key: tampered or malformed."""
+
+
+class _MalformedKey(ValueError):
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
 
 
 def generate_master_key() -> bytes:
@@ -61,27 +78,45 @@ def master_key_id(key: bytes) -> str:
     return hashlib.sha256(b"grafient-master-key" + bytes(key)).hexdigest()[:8]
 
 
-def decode_master_key(text: str, source: str = MASTER_KEY_ENV) -> bytes:
-    """Decode base64 (standard or URL-safe alphabet) holding exactly 32 bytes."""
+def decode_master_key(
+    text: str, source: str = MASTER_KEY_ENV, keys_stored: Callable[[], bool] | None = None
+) -> bytes:
+    """Decode base64 (standard or URL-safe alphabet) holding exactly 32 bytes.
+
+    ``source`` is an env variable name or a file path; ``keys_stored`` says whether the
+    registry holds API keys (unknown means yes), which decides what the error advises.
+    """
+    try:
+        return _decode(text)
+    except _MalformedKey as bad:
+        stored = True if keys_stored is None else keys_stored()
+        raise MasterKeyError(_malformed_key_message(source, bad.problem, stored)) from None
+
+
+def _decode(text: str) -> bytes:
     raw = text.strip().encode("ascii", errors="replace")
-    key = None
     for altchars in (None, b"-_"):
         try:
             key = base64.b64decode(raw, altchars=altchars, validate=True)
-            break
         except (binascii.Error, ValueError):
             continue
-    if key is None:
-        raise MasterKeyError(
-            f"{source} is not valid base64; it must be base64 of exactly {KEY_SIZE} bytes; "
-            f"generate one with: {GENERATE_HINT}"
-        )
-    if len(key) != KEY_SIZE:
-        raise MasterKeyError(
-            f"{source} must be base64 of exactly {KEY_SIZE} bytes (got {len(key)} bytes); "
-            f"generate one with: {GENERATE_HINT}"
-        )
-    return key
+        if len(key) != KEY_SIZE:
+            raise _MalformedKey(f"it holds {len(key)} bytes, not {KEY_SIZE}")
+        return key
+    raise _MalformedKey(f"it is not valid base64 of {KEY_SIZE} bytes")
+
+
+def _malformed_key_message(source: str, problem: str, keys_stored: bool) -> str:
+    """Never advise a new key while stored API keys need the old one: that would orphan them."""
+    if source in ENV_SOURCES:
+        head = f"{source} is malformed ({problem}): set it to the complete master key"
+        if keys_stored:
+            return f"{head} the stored API keys were encrypted with (check for a truncated copy)"
+        return f"{head}, or generate a new one with: {GENERATE_HINT}"
+    head = f"the master key file {source} is damaged ({problem}): restore it from your backup"
+    if keys_stored:
+        return f"{head}; do not replace it with a new key, the stored API keys need the original"
+    return f"{head}, or, as no API key is stored yet, delete it (grafient then makes a new one)"
 
 
 def token_key_id(token: str) -> str | None:
@@ -95,7 +130,7 @@ def token_key_id(token: str) -> str | None:
 class Vault:
     """Encrypts with the first (current) key; decrypts with any loaded key, by key id."""
 
-    def __init__(self, keys: Sequence[bytes]) -> None:
+    def __init__(self, keys: Sequence[bytes], source: str | None = None) -> None:
         if not keys:
             raise MasterKeyError("no master key given")
         self._ciphers: dict[str, AESGCM] = {}
@@ -108,6 +143,7 @@ class Vault:
                 )
             self._ciphers.setdefault(master_key_id(key), AESGCM(bytes(key)))
         self.key_id: str = master_key_id(keys[0])
+        self.source = source  # where the current key came from, for messages
 
     def __repr__(self) -> str:
         return f"Vault(key_id={self.key_id!r}, loaded={len(self._ciphers)})"
@@ -136,10 +172,7 @@ class Vault:
         key_id, blob = _parse_token(integration_id, token)
         cipher = self._ciphers.get(key_id)
         if cipher is None:
-            raise DecryptionError(
-                f"the master key that encrypted integration {integration_id!r} (key id "
-                f"{key_id}) is not loaded: was GRAFIENT_MASTER_KEY changed or master.key replaced?"
-            )
+            raise MasterKeyMismatchError(self._mismatch_message(integration_id, key_id))
         try:
             plain = cipher.decrypt(
                 blob[:NONCE_SIZE], blob[NONCE_SIZE:], _associated_data(integration_id)
@@ -150,6 +183,21 @@ class Vault:
                 "ciphertext was tampered with or the master key is wrong"
             ) from None
         return plain.decode("utf-8")
+
+    def _mismatch_message(self, integration_id: str, needed: str) -> str:
+        loaded = ", ".join(self.key_ids)
+        origin = f" from {self.source}" if self.source else ""
+        if self.source == MASTER_KEY_ENV:
+            fix = f"set {MASTER_KEY_ENV} to master key {needed}, or unset it if master.key holds it"
+        else:
+            fix = (
+                f"restore the master.key holding master key {needed} from your backup, "
+                f"or set {MASTER_KEY_ENV} to it"
+            )
+        return (
+            f"integration {integration_id!r} needs master key {needed}, which this process "
+            f"has not loaded (it loaded {loaded}{origin}): {fix}; the integration itself is fine"
+        )
 
 
 def _associated_data(integration_id: str) -> bytes:
@@ -245,7 +293,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read_key_file(path: Path) -> bytes:
+def read_key_file(path: Path, keys_stored: Callable[[], bool] | None = None) -> bytes:
     """Read a base64 master key file; tighten its mode to 0600 (with a warning) if loose."""
     text = ""
     for _ in range(20):  # an in-place writer may not have written yet
@@ -257,7 +305,7 @@ def read_key_file(path: Path) -> bytes:
             break
         time.sleep(0.05)
     _tighten_mode(path)
-    return decode_master_key(text, source=str(path))
+    return decode_master_key(text, str(path), keys_stored)
 
 
 def _tighten_mode(path: Path) -> None:
@@ -270,28 +318,56 @@ def _tighten_mode(path: Path) -> None:
         logger.warning("%s is readable by other users and cannot be fixed: %s", path, exc)
 
 
-def load_vault(settings: Settings, env: Mapping[str, str] | None = None) -> Vault:
-    """The master key(s): GRAFIENT_MASTER_KEY, else $GRAFIENT_HOME/master.key (made once).
+def load_vault(
+    settings: Settings, env: Mapping[str, str] | None = None, key_usage: KeyUsage | None = None
+) -> Vault:
+    """The master key(s): GRAFIENT_MASTER_KEY, else $GRAFIENT_HOME/master.key.
 
     Extra decrypt-only keys: GRAFIENT_MASTER_KEY_PREVIOUS (env-managed keys) or
     master.key.next (file-managed keys, left behind by an interrupted rotation).
+    ``key_usage`` reads the registry's stored keys per master key id (called only when
+    needed); without it there is no registry, so nothing is stored. master.key is created
+    only when nothing is stored: a new key could never decrypt keys made under a lost one.
     """
     env = os.environ if env is None else env
+    usage = key_usage or dict
+
+    def keys_stored() -> bool:
+        return bool(usage())
+
     if settings.master_key_b64:
-        keys = [decode_master_key(settings.master_key_b64, MASTER_KEY_ENV)]
+        keys = [decode_master_key(settings.master_key_b64, MASTER_KEY_ENV, keys_stored)]
         previous = getattr(settings, "master_key_previous_b64", None) or env.get(PREVIOUS_KEY_ENV)
         if previous:
-            keys.append(decode_master_key(previous, PREVIOUS_KEY_ENV))
-        return Vault(keys)
+            keys.append(decode_master_key(previous, PREVIOUS_KEY_ENV, keys_stored))
+        return Vault(keys, source=MASTER_KEY_ENV)
     path = settings.master_key_path
     ensure_home(path.parent)
     if not path.exists():
-        write_key_file(path, generate_master_key())
-    keys = [read_key_file(path)]
+        _create_master_key_if_nothing_stored(path, usage)
+    keys = [read_key_file(path, keys_stored)]
     staged = next_key_path(settings)
     if staged.exists():
-        keys.append(read_key_file(staged))
-    return Vault(keys)
+        keys.append(read_key_file(staged, keys_stored))
+    return Vault(keys, source=str(path))
+
+
+def _create_master_key_if_nothing_stored(path: Path, usage: KeyUsage) -> None:
+    stored = usage()
+    if stored and not path.exists():  # re-checked: a racing process may have just made it
+        raise MasterKeyError(_missing_key_message(path, stored))
+    write_key_file(path, generate_master_key())
+
+
+def _missing_key_message(path: Path, stored: Mapping[str, int]) -> str:
+    count = sum(stored.values())
+    ids = ", ".join(sorted(stored))
+    keys = "stored API key was" if count == 1 else "stored API keys were"
+    return (
+        f"{path} is missing, but {count} {keys} encrypted with master key {ids}: restore "
+        f"master.key from your backup (or set {MASTER_KEY_ENV} to that key); grafient will not "
+        "create a new master key, which could never decrypt them"
+    )
 
 
 def home_permission_warning(home: Path) -> str | None:

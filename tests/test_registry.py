@@ -32,6 +32,7 @@ from grafient_pipeline.registry import (
 from grafient_pipeline.settings import load_settings
 from grafient_pipeline.vault import (
     DecryptionError,
+    MasterKeyMismatchError,
     Vault,
     generate_master_key,
     rotate_master_key_file,
@@ -363,7 +364,7 @@ def test_rotate_master_key_all_or_nothing(registry: Registry, vault: Vault) -> N
     registry.remove("org-2")
     assert registry.rotate_master_key(new) == 2
     assert Registry(registry.path, new).api_key("org-1") == f"{SECRET}1"
-    with pytest.raises(DecryptionError):
+    with pytest.raises(MasterKeyMismatchError):  # the old key: the environment is wrong
         Registry(registry.path, vault).api_key("org-1")
 
 

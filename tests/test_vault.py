@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import os
+import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from grafient_pipeline.settings import Settings, load_settings
 from grafient_pipeline.vault import (
     DecryptionError,
     MasterKeyError,
+    MasterKeyMismatchError,
     Vault,
     VaultError,
     decode_master_key,
@@ -78,8 +81,9 @@ def test_tampered_ciphertext_names_integration() -> None:
     vault = Vault([generate_master_key()])
     token = vault.encrypt("acme", SECRET)
     for index in (0, 12, 20, -1):  # nonce, ciphertext, tag
-        with pytest.raises(DecryptionError, match=r"'acme'.*tampered"):
+        with pytest.raises(DecryptionError, match=r"'acme'.*tampered") as info:
             vault.decrypt("acme", flip(token, index))
+        assert not isinstance(info.value, MasterKeyError)  # the row is broken, not the env
 
 
 def test_token_moved_to_another_row_fails() -> None:
@@ -89,11 +93,17 @@ def test_token_moved_to_another_row_fails() -> None:
         vault.decrypt("row-b", token)
 
 
-def test_wrong_master_key_names_integration_and_cause() -> None:
-    token = Vault([generate_master_key()]).encrypt("acme", SECRET)
-    other = Vault([generate_master_key()])
-    with pytest.raises(DecryptionError, match=r"'acme'.*not loaded.*GRAFIENT_MASTER_KEY"):
+def test_wrong_master_key_names_integration_and_both_key_ids() -> None:
+    needed, loaded = generate_master_key(), generate_master_key()
+    token = Vault([needed]).encrypt("acme", SECRET)
+    other = Vault([loaded], source="GRAFIENT_MASTER_KEY")
+    with pytest.raises(MasterKeyMismatchError) as info:
         other.decrypt("acme", token)
+    message = str(info.value)
+    assert f"'acme' needs master key {master_key_id(needed)}" in message
+    assert f"loaded {master_key_id(loaded)} from GRAFIENT_MASTER_KEY" in message
+    assert f"set GRAFIENT_MASTER_KEY to master key {master_key_id(needed)}" in message
+    assert not isinstance(info.value, DecryptionError)
 
 
 @pytest.mark.parametrize(
@@ -133,15 +143,16 @@ def test_repr_hides_keys() -> None:
 )
 def test_bad_env_key_size(tmp_path: Path, value: str, size: str) -> None:
     settings = load_settings({"GRAFIENT_HOME": str(tmp_path), "GRAFIENT_MASTER_KEY": value})
-    with pytest.raises(MasterKeyError, match=f"exactly 32 bytes \\(got {size} bytes\\)") as info:
+    expected = f"malformed \\(it holds {size} bytes, not 32\\)"
+    with pytest.raises(MasterKeyError, match=expected) as info:
         load_vault(settings, env={})
-    assert "python -c" in str(info.value)
+    assert "python -c" in str(info.value)  # nothing stored yet: a new key is fine
 
 
 def test_bad_env_key_encoding_never_echoed(tmp_path: Path) -> None:
     value = "not base64 at all! secret-ish"
     settings = load_settings({"GRAFIENT_HOME": str(tmp_path), "GRAFIENT_MASTER_KEY": value})
-    with pytest.raises(MasterKeyError, match="not valid base64") as info:
+    with pytest.raises(MasterKeyError, match="not valid base64 of 32 bytes") as info:
         load_vault(settings, env={})
     assert value not in str(info.value)
 
@@ -185,12 +196,123 @@ def test_loose_master_key_file_is_tightened(tmp_path: Path) -> None:
     assert stat.S_IMODE(settings.master_key_path.stat().st_mode) == 0o600
 
 
-def test_corrupt_master_key_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda text: text[:20], "it holds 15 bytes, not 32"),  # truncated
+        (lambda text: text[:10] + "!*" + text[12:], "it is not valid base64 of 32 bytes"),
+        (lambda text: "", "it holds 0 bytes, not 32"),
+    ],
+)
+def test_damaged_master_key_file_says_restore_from_backup(
+    tmp_path: Path, damage: Callable[[str], str], problem: str
+) -> None:
+    settings = file_settings(tmp_path)
+    Registry.from_settings(settings).add("acme", "pro", SECRET)
+    path = settings.master_key_path
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(MasterKeyError) as info:
+        Registry.from_settings(settings)
+    message = str(info.value)
+    assert f"the master key file {path} is damaged ({problem})" in message
+    assert "restore it from your backup" in message
+    assert "do not replace it with a new key" in message
+    assert "python -c" not in message and "generate" not in message
+
+
+def test_damaged_master_key_file_on_a_fresh_home_may_be_deleted(tmp_path: Path) -> None:
     settings = file_settings(tmp_path)
     settings.home.mkdir(parents=True)
     settings.master_key_path.write_text(b64(b"k" * 20))
-    with pytest.raises(MasterKeyError, match=r"master\.key must be base64.*got 20 bytes"):
-        load_vault(settings, env={})
+    with pytest.raises(MasterKeyError, match=r"restore it from your backup, or.*delete it"):
+        Registry.from_settings(settings)
+
+
+def test_malformed_env_key_with_stored_keys_never_advises_a_new_one(tmp_path: Path) -> None:
+    key = generate_master_key()
+    Registry.from_settings(env_settings(tmp_path, key)).add("acme", "pro", SECRET)
+    truncated = load_settings(
+        {"GRAFIENT_HOME": str(tmp_path / "home"), "GRAFIENT_MASTER_KEY": b64(key)[:30]}
+    )
+    with pytest.raises(MasterKeyError) as info:
+        Registry.from_settings(truncated)
+    message = str(info.value)
+    assert "GRAFIENT_MASTER_KEY is malformed" in message
+    assert "the stored API keys were encrypted with" in message
+    assert "python -c" not in message and "generate" not in message
+    assert b64(key)[:30] not in message
+
+
+# --- a missing master.key ------------------------------------------------------------------
+
+
+def test_missing_master_key_with_stored_keys_is_refused_and_not_recreated(
+    tmp_path: Path,
+) -> None:
+    settings = file_settings(tmp_path)
+    registry = Registry.from_settings(settings)
+    for n in range(2):
+        registry.add(f"org {n}", "pro", f"{SECRET}{n}")
+    key_id = registry.vault.key_id
+    settings.master_key_path.unlink()
+    with pytest.raises(MasterKeyError) as info:
+        Registry.from_settings(settings)  # what even `grafient integrations list` does first
+    message = str(info.value)
+    assert f"{settings.master_key_path} is missing" in message
+    assert f"2 stored API keys were encrypted with master key {key_id}" in message
+    assert "restore master.key from your backup" in message and "GRAFIENT_MASTER_KEY" in message
+    assert not settings.master_key_path.exists()
+    assert sorted(p.name for p in settings.home.iterdir() if "master" in p.name) == []
+
+
+def test_missing_master_key_noticed_by_a_running_process_is_not_recreated(
+    tmp_path: Path,
+) -> None:
+    settings = file_settings(tmp_path)
+    daemon = Registry.from_settings(settings)
+    daemon.add("acme", "pro", SECRET)
+    settings.master_key_path.unlink()
+    foreign = Vault([generate_master_key()]).encrypt("acme", SECRET)
+    with sqlite3.connect(settings.registry_path) as conn:  # a token the daemon must reload for
+        conn.execute("UPDATE integrations SET key_token = ?", (foreign,))
+    with pytest.raises(MasterKeyError, match="is missing"):
+        daemon.api_key("acme")
+    assert not settings.master_key_path.exists()
+
+
+def test_missing_master_key_on_a_fresh_home_is_created(tmp_path: Path) -> None:
+    settings = file_settings(tmp_path)
+    registry = Registry.from_settings(settings)  # new home: no registry file yet
+    assert settings.master_key_path.exists()
+    added = registry.add("acme", "pro", SECRET)
+    registry.remove(added.id)  # a registry without stored keys counts as fresh
+    settings.master_key_path.unlink()
+    again = Registry.from_settings(settings)
+    assert settings.master_key_path.exists()
+    assert again.add("beta", "pro", SECRET).id == "beta"
+    assert again.api_key("beta") == SECRET
+
+
+# --- the wrong GRAFIENT_MASTER_KEY in one shell --------------------------------------------
+
+
+def test_wrong_env_master_key_is_a_mismatch_and_leaves_the_row_alone(tmp_path: Path) -> None:
+    right, wrong = generate_master_key(), generate_master_key()
+    owner = Registry.from_settings(env_settings(tmp_path, right))
+    owner.add("acme", "pro", SECRET)
+    owner.mark_synced("acme", owner.get("acme").created_at)
+    before = owner.get("acme")
+    shell = Registry.from_settings(env_settings(tmp_path, wrong))
+    assert [i.id for i in shell.list()] == ["acme"]  # listing needs no key
+    with pytest.raises(MasterKeyMismatchError) as info:
+        shell.api_key("acme")
+    message = str(info.value)
+    assert f"needs master key {master_key_id(right)}" in message
+    assert f"loaded {master_key_id(wrong)} from GRAFIENT_MASTER_KEY" in message
+    assert b64(right) not in message and b64(wrong) not in message
+    assert isinstance(info.value, MasterKeyError)  # the environment is wrong, not the row
+    assert shell.get("acme") == before  # status stays active, no last_error
+    assert owner.api_key("acme") == SECRET
 
 
 def test_unwritable_home(tmp_path: Path) -> None:
@@ -227,7 +349,7 @@ def test_rotate_file_key(tmp_path: Path) -> None:
     assert fresh.vault.key_id != old_vault.key_id
     assert [fresh.api_key(i) for i in ids] == [f"{SECRET}{n}" for n in range(3)]
     stale = Registry(settings.registry_path, old_vault)  # the old master key no longer works
-    with pytest.raises(DecryptionError, match="not loaded"):
+    with pytest.raises(MasterKeyMismatchError, match="not loaded"):
         stale.api_key(ids[0])
 
 
@@ -292,5 +414,5 @@ def test_env_managed_rotation_with_previous(tmp_path: Path) -> None:
     assert rotate_master_key_file(settings, Registry(settings.registry_path, vault)) == 1
     only_new = Registry(settings.registry_path, Vault([new]))
     assert only_new.api_key(integration.id) == SECRET
-    with pytest.raises(DecryptionError):
+    with pytest.raises(MasterKeyMismatchError):
         Registry(settings.registry_path, Vault([old])).api_key(integration.id)
