@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +17,10 @@ from grafient_pipeline.openai.line_items import (
     parse_line_item,
     refine_with_unit,
 )
+from grafient_pipeline.warehouse import ensure_schema, run_models
+
+ROLLUP_SQL = Path(__file__).parents[1] / "dbt_like_sql" / "rollup_model_daily.sql"
+DUCKDB = duckdb.connect()
 
 # (text, model, token_type, service_tier, modality, long_context)
 CASES = [
@@ -294,3 +302,51 @@ def test_never_raises_on_near_misses(text: str) -> None:
     if item.model is not None:
         assert "|" not in item.model and "," not in item.model
         assert item.model == item.model.strip()
+
+
+def _rollup_grouping_expression() -> str:
+    """The expression rollup_model_daily.sql names a model-less charge by (its nullif line)."""
+    (line,) = [line for line in ROLLUP_SQL.read_text().splitlines() if "nullif(" in line]
+    return line.strip().removesuffix(",")
+
+
+@settings(derandomize=True, max_examples=200)
+@given(st.text(st.characters(min_codepoint=1, max_codepoint=127), max_size=30))
+def test_charge_matches_the_rollup_sql(text: str) -> None:
+    """For ASCII text, LineItem.charge and the rollup's grouping name a charge alike."""
+    item = parse_line_item(text)
+    if item.model is not None:
+        return  # the rollup uses the model itself
+    query = f"SELECT {_rollup_grouping_expression()} FROM (SELECT $text AS line_item)"
+    assert DUCKDB.execute(query, {"text": text}).fetchone() == (item.charge,)
+
+
+def test_rollup_shows_one_row_per_charge_whatever_its_case() -> None:
+    conn = duckdb.connect()
+    ensure_schema(conn)
+    rows = [
+        ("Web search tool calls", "1.25"),
+        ("web search tool calls", "2.50"),
+        (" Web  search tool calls", "0.25"),
+        ("gpt-4o, input", "3.00"),
+        ("gpt-4o, Input", "4.00"),
+        ("Quantum widgets", "0.50"),
+    ]
+    for text, amount in rows:
+        item = parse_line_item(text)
+        conn.execute(
+            "INSERT INTO fct_costs VALUES ('acme', 'openai', NULL, DATE '2026-03-01', NULL, NULL,"
+            " ?, ?, ?, ?, ?::DECIMAL(38, 16), 'usd', NULL, NULL, true)",
+            [text, item.model, item.token_type, item.service_tier, amount],
+        )
+    params = {"integration_id": "acme", "start_date": "2026-03-01", "end_date": "2026-03-01"}
+    run_models(conn, ["rollup_model_daily"], params)
+    got = conn.execute(
+        "SELECT model, amount_usd::VARCHAR, input_usd::VARCHAR, other_usd::VARCHAR"
+        " FROM rollup_model_daily ORDER BY model"
+    ).fetchall()
+    assert [(model, Decimal(a), Decimal(i), Decimal(o)) for model, a, i, o in got] == [
+        ("gpt-4o", Decimal("7"), Decimal("7"), Decimal("0")),
+        ("quantum widgets", Decimal("0.5"), Decimal("0"), Decimal("0.5")),
+        ("web search tool calls", Decimal("4"), Decimal("0"), Decimal("4")),
+    ]
