@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import save_result, utc_today
 
+from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.openai.emulator import LINE_ITEMS
-from grafient_pipeline.openai.line_items import parse_line_item
 from grafient_pipeline.plans import DateRange
-from grafient_pipeline.sync import Slice, build_rollup
-from grafient_pipeline.warehouse import connect, ensure_schema, transaction
+from grafient_pipeline.sync import Slice, build_rollup, insert_line_items
+from grafient_pipeline.warehouse import connect, transaction
 
 TARGET_MS = 100.0
 RESULTS_PER_DAY = 300
@@ -54,14 +54,7 @@ def build(path: Path, integrations: int, days: int, today: date) -> int:
     with connect(str(path)) as conn:
         ensure_schema(conn)
         with transaction(conn):
-            conn.executemany(
-                "INSERT INTO dim_line_items VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (text, i.model, i.token_type, i.service_tier, i.modality, i.long_context)
-                    for text in LINE_ITEMS
-                    for i in [parse_line_item(text)]
-                ],
-            )
+            insert_line_items(conn, list(LINE_ITEMS))
             conn.execute(
                 "INSERT INTO dim_integrations SELECT printf('fleet-%04d', i), printf('Fleet %04d',"
                 " i), 'openai', 'pro', printf('org-fleet-%04d', i), 'active', now()::TIMESTAMP "

@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS dim_line_items (
     token_type VARCHAR NOT NULL,
     service_tier VARCHAR NOT NULL,
     modality VARCHAR,
-    long_context BOOLEAN NOT NULL
+    long_context BOOLEAN NOT NULL,
+    recognized BOOLEAN DEFAULT true,  -- false: text the parser does not know
+    charge VARCHAR  -- the grouping name of a charge without a model (web search tool calls)
 );
 
 CREATE TABLE IF NOT EXISTS dim_integrations (

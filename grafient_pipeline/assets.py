@@ -13,6 +13,7 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 
 from grafient_pipeline import checks
+from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.partitions import NOTE_TAG, PLAN_DATE_TAG, cost_partitions, slices_for
 from grafient_pipeline.plans import PlanError, check_range, judging_date
 from grafient_pipeline.registry import IntegrationNotFound, Registry, RegistryError
@@ -27,8 +28,7 @@ from grafient_pipeline.sync import (
     utc_today,
 )
 from grafient_pipeline.table_docs import COLUMN_DOCS
-from grafient_pipeline.vault import VaultError
-from grafient_pipeline.warehouse import ensure_schema
+from grafient_pipeline.vault import MasterKeyError
 
 GROUP = "openai_costs"
 KINDS = {"openai", "duckdb"}
@@ -89,9 +89,12 @@ CHECK_SPECS = [
         blocking=True,
     ),
     _check(
-        "non_token_line_items",
+        "line_items_recognized",
         FCT,
-        "Line items that are not token charges (kept as token_type 'other', never dropped).",
+        "Every line item is one the parser knows: token charges, and non-token charges such as "
+        "tool calls and storage (token_type 'other'). Warns on text it does not know (kept as "
+        "'other' with its text, never dropped): a new word for grafient_pipeline/openai/"
+        "line_items.py.",
     ),
     _check("no_negative_amounts", FCT, "No negative amounts (credits, refunds)."),
     *(
@@ -157,9 +160,9 @@ def _failed(context: dg.AssetExecutionContext, store: Registry, piece: Slice, er
 
 
 def _is_this_process(error: Exception) -> bool:
-    """A failure of this process's environment (a master key that does not match the stored
-    keys), not of the integration: the integration's status stays as it is."""
-    return isinstance(error, VaultError) and type(error).__name__ == "MasterKeyMismatchError"
+    """A failure of this process's environment (a master key that is missing, damaged or does
+    not match the stored keys), not of the integration: its status stays as it is."""
+    return isinstance(error, MasterKeyError)
 
 
 def _sync(
@@ -234,10 +237,10 @@ def openai_costs(
 def _results(conn: duckdb.DuckDBPyConnection, slices: list[Slice]):
     """Each table's materialization: what this run wrote, and the non-blocking checks (the
     blocking ones passed, or nothing would have been written)."""
-    others: dict[str, Decimal] = {}
+    charges: dict[bool, dict[str, Decimal]] = {True: {}, False: {}}
     for piece in slices:
-        for item, amount in checks.non_token_line_items(conn, piece):
-            others[str(item)] = others.get(str(item), Decimal(0)) + amount
+        for item, known, amount in checks.non_token_charges(conn, piece):
+            charges[known][str(item)] = charges[known].get(str(item), Decimal(0)) + amount
     negatives = sum(checks.negative_amounts(conn, s) for s in slices)
     passed = {
         name: dg.AssetCheckResult(asset_key=asset, check_name=name, passed=True)
@@ -255,13 +258,14 @@ def _results(conn: duckdb.DuckDBPyConnection, slices: list[Slice]):
             passed["reconciles_with_raw"],
             dg.AssetCheckResult(
                 asset_key=FCT,
-                check_name="non_token_line_items",
-                passed=not others,
+                check_name="line_items_recognized",
+                passed=not charges[False],
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={
-                    "line_items": dg.MetadataValue.json(
-                        {item: format(amount, "f") for item, amount in others.items()}
+                    f"{kind}_usd": dg.MetadataValue.json(
+                        {item: format(amount, "f") for item, amount in charges[known].items()}
                     )
+                    for kind, known in (("unrecognized", False), ("non_token_charges", True))
                 },
             ),
             dg.AssetCheckResult(

@@ -103,16 +103,17 @@ def require_usd(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
 _SLICE = "integration_id = $integration_id AND cost_date BETWEEN $start_date AND $end_date"
 
 
-def non_token_line_items(
+def non_token_charges(
     conn: duckdb.DuckDBPyConnection, piece: Slice
-) -> list[tuple[str | None, Decimal]]:
-    """Line items the parser did not read as tokens (kept as token_type 'other')."""
+) -> list[tuple[str | None, bool, Decimal]]:
+    """Charges kept as token_type 'other': (line item, recognized by the parser, USD)."""
     rows = conn.execute(
-        f"SELECT line_item, sum(amount_usd) FROM fct_costs WHERE {_SLICE} "
-        "AND token_type = 'other' GROUP BY line_item ORDER BY 2 DESC, 1",
+        f"SELECT f.line_item, coalesce(li.recognized, false), sum(f.amount_usd) "
+        f"FROM fct_costs f LEFT JOIN dim_line_items li ON li.line_item = f.line_item "
+        f"WHERE {_SLICE} AND f.token_type = 'other' GROUP BY ALL ORDER BY 3 DESC, 1",
         piece.params,
     ).fetchall()
-    return [(item, Decimal(total)) for item, total in rows]
+    return [(item, bool(known), Decimal(total)) for item, known, total in rows]
 
 
 def negative_amounts(conn: duckdb.DuckDBPyConnection, piece: Slice) -> int:

@@ -138,7 +138,8 @@ def cmd_integrations_remove(settings: Settings, args: argparse.Namespace) -> int
 
 
 def _purge_warehouse(settings: Settings, integration_id: str) -> None:
-    from grafient_pipeline.warehouse import connect, ensure_schema, transaction
+    from grafient_pipeline.migrations.warehouse import ensure_schema
+    from grafient_pipeline.warehouse import connect, transaction
 
     tables = ["raw_openai_costs", "fct_costs", "rollup_model_daily", "rollup_token_type_daily"]
     with connect(settings.warehouse) as conn:
@@ -197,7 +198,8 @@ def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     import duckdb
 
-    from grafient_pipeline.warehouse import connect, ensure_schema
+    from grafient_pipeline.migrations.warehouse import ensure_schema
+    from grafient_pipeline.warehouse import connect
 
     with connect(settings.warehouse, on_wait=say_waiting) as conn:
         ensure_schema(conn)

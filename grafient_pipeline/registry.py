@@ -170,9 +170,9 @@ class Registry:
         label = _check_label(label)
 
         def insert(conn: sqlite3.Connection) -> str:
-            _refuse_same_organization(conn, PROVIDER, org)
             name = label or _generated_label(conn, org)
             _refuse_duplicate(conn, name)
+            _refuse_same_organization(conn, PROVIDER, org)
             new_id = _free_id(conn, slugify(name))
             token = self._vault.encrypt(new_id, secret, self._encrypt_key_id(conn))
             conn.execute(

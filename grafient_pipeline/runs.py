@@ -14,12 +14,13 @@ from typing import Any, TextIO
 import httpx
 
 from grafient_pipeline.instance import get_instance
+from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.plans import DateRange, check_range
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.run_workers import reap_dead_runs, worker_tags
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.sync import Slice, slice_totals, utc_today
-from grafient_pipeline.warehouse import connect, ensure_schema
+from grafient_pipeline.warehouse import connect
 
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
 JOB_NAME = "openai_costs_job"

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import duckdb
 
+from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.openai.costs_page import CostBucket, CostResult
-from grafient_pipeline.openai.line_items import parse_line_item
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.warehouse import (
+    MART_MODELS,
     bulk_write_settings,
-    ensure_schema,
+    insert_line_items,
     run_models,
     transaction,
 )
@@ -312,17 +313,7 @@ def _register_line_items(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
         """,
         piece.params,
     ).fetchall()
-    rows = []
-    for (text,) in new_items:
-        item = parse_line_item(text)
-        rows.append(
-            (text, item.model, item.token_type, item.service_tier, item.modality, item.long_context)
-        )
-    if rows:
-        conn.executemany("INSERT INTO dim_line_items VALUES (?, ?, ?, ?, ?, ?)", rows)
-
-
-MART_MODELS = ["fct_costs", "rollup_model_daily", "rollup_token_type_daily"]
+    insert_line_items(conn, [text for (text,) in new_items])
 
 
 def build_marts(conn: duckdb.DuckDBPyConnection, piece: Slice, today: date) -> None:

@@ -19,8 +19,12 @@ from typing import Any
 
 import duckdb
 
+from grafient_pipeline.openai.line_items import parse_line_item
+
 SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
 SCHEMA_MODELS = ("schema", "v_daily_costs", "v_month_to_date", "focus_costs")
+# What a slice's raw rows are rebuilt into, in one transaction with them.
+MART_MODELS = ["fct_costs", "rollup_model_daily", "rollup_token_type_daily"]
 # How the sync writes run (see `bulk_write_settings`).
 BULK_WRITE_SETTINGS = {"memory_limit": "'256MB'", "preserve_insertion_order": "false"}
 _DEPENDS_ON = re.compile(r"^--\s*depends_on:\s*(.*)$", re.MULTILINE)
@@ -75,28 +79,21 @@ def run_models(
             model.run(conn, params)
 
 
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    run_models(conn, list(SCHEMA_MODELS), {})
-    _upgrade_raw_json_compression(conn)
-
-
-def _upgrade_raw_json_compression(conn: duckdb.DuckDBPyConnection) -> None:
-    """Warehouses made before raw_json was zstd-compressed: rebuild the table once, same rows.
-
-    DuckDB cannot change a column's compression in place; tables made by today's schema
-    already have it.
-    """
-    (ddl,) = conn.execute(
-        "SELECT sql FROM duckdb_tables() "
-        "WHERE schema_name = 'main' AND table_name = 'raw_openai_costs'"
-    ).fetchone()
-    if "COMPRESSION ZSTD" in ddl.upper():
-        return
-    with transaction(conn):
-        conn.execute("ALTER TABLE raw_openai_costs RENAME TO raw_openai_costs_before_zstd")
-        run_models(conn, ["schema"], {})
-        conn.execute("INSERT INTO raw_openai_costs SELECT * FROM raw_openai_costs_before_zstd")
-        conn.execute("DROP TABLE raw_openai_costs_before_zstd")
+def insert_line_items(conn: duckdb.DuckDBPyConnection, texts: list[str]) -> None:
+    """Add line items to dim_line_items, parsed by the project's one parser."""
+    rows = []
+    for text in texts:
+        item = parse_line_item(text)
+        rows.append(
+            (text, item.model, item.token_type, item.service_tier, item.modality,
+             item.long_context, item.recognized, item.charge)
+        )  # fmt: skip
+    if rows:
+        conn.executemany(
+            "INSERT INTO dim_line_items (line_item, model, token_type, service_tier, modality, "
+            "long_context, recognized, charge) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
 
 def bulk_write_settings(conn: duckdb.DuckDBPyConnection) -> None:

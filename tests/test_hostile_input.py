@@ -20,6 +20,7 @@ import duckdb
 import pytest
 
 from grafient_pipeline import cli
+from grafient_pipeline.openai.emulator import CostsEmulator
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.sync import utc_today
 from tests.conftest import ADMIN_KEY, OTHER_KEY, run_cli
@@ -102,13 +103,17 @@ def listed(capsys, monkeypatch) -> dict[str, dict]:
     return {row["label"]: row for row in json.loads(out)}
 
 
-def test_hostile_labels_are_stored_verbatim_and_read_back_identical(env, emulator, capsys,
+def test_hostile_labels_are_stored_verbatim_and_read_back_identical(env, capsys,
                                                                     monkeypatch):  # fmt: skip
+    keys = {f"org-hostile-{n}": f"sk-admin-hostile-{n:04d}-{'k' * 40}" for n in range(40)}
+    assert len(keys) >= len(STORED_AS_IS)  # one organization each: an org is connected once
     ids = {}
-    for label in STORED_AS_IS:
-        code, out, err = add(capsys, monkeypatch, label)
-        assert code == 0, (label, err)
-        ids[label] = out.strip()
+    with CostsEmulator(keys, seed=3) as own:
+        monkeypatch.setenv("GRAFIENT_OPENAI_BASE_URL", own.base_url)
+        for label, key in zip(STORED_AS_IS, keys.values(), strict=False):
+            code, out, err = add(capsys, monkeypatch, label, key=key)
+            assert code == 0, (label, err)
+            ids[label] = out.strip()
     rows = listed(capsys, monkeypatch)
     assert set(rows) == set(STORED_AS_IS)  # byte-for-byte: no escaping, trimming or folding
     for label, integration_id in ids.items():
@@ -135,8 +140,9 @@ def test_unicode_lookalike_and_case_duplicates_are_refused(env, emulator, capsys
     for same in ("Cafe\u0301 Prod", "CAFÉ PROD", "café prod"):  # NFD form, upper, lower
         code, _, err = add(capsys, monkeypatch, same, "pro", OTHER_KEY)
         assert_one_line_refusal(code, err, "already exists")
-    assert add(capsys, monkeypatch, "  Padded  ")[0] == 0
+    assert add(capsys, monkeypatch, "  Padded  ", key=OTHER_KEY)[0] == 0
     assert "Padded" in listed(capsys, monkeypatch)  # outer blanks trimmed, nothing else
+    assert call(capsys, monkeypatch, "integrations", "remove", "cafe-prod")[0] == 0
     code, out, _ = add(capsys, monkeypatch, "")
     assert code == 0 and out.strip()  # a blank label gets a generated one
 

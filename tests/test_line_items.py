@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.openai.line_items import (
     KNOWN_CHARGES,
     TOKEN_TYPES,
@@ -17,7 +18,7 @@ from grafient_pipeline.openai.line_items import (
     parse_line_item,
     refine_with_unit,
 )
-from grafient_pipeline.warehouse import ensure_schema, run_models
+from grafient_pipeline.warehouse import run_models
 
 ROLLUP_SQL = Path(__file__).parents[1] / "dbt_like_sql" / "rollup_model_daily.sql"
 DUCKDB = duckdb.connect()

@@ -32,10 +32,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.openai.client import CostsClient, MalformedResponseError
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.sync import Slice, load_staged, stage_chunks
-from grafient_pipeline.warehouse import ensure_schema, transaction
+from grafient_pipeline.warehouse import transaction
 
 settings.register_profile(
     "grafient-reliability",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from grafient_pipeline.warehouse import ensure_schema
+from grafient_pipeline.migrations.warehouse import ensure_schema
 from tests.conftest import ADMIN_KEY, ORG_ID, last_days, run_range
 
 README = Path(__file__).resolve().parent.parent / "README.md"

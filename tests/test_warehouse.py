@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from grafient_pipeline.warehouse import ensure_schema
+from grafient_pipeline.migrations.warehouse import ensure_schema
 
 OLD_RAW_TABLE = """
 CREATE TABLE raw_openai_costs (

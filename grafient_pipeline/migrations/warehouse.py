@@ -1,0 +1,122 @@
+"""The warehouse's schema: created whole for a new file, upgraded in place for an existing one.
+
+`dbt_like_sql/schema.sql` always describes the newest shape. A new warehouse is created from it
+and every migration is recorded as applied; an existing one runs the migrations it has not
+applied yet, in order, in one transaction (all or nothing), and records each in
+`schema_migrations`. A migration never loses a row: it rebuilds what derives from the raw
+tables, never the raw rows themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import duckdb
+
+from grafient_pipeline.warehouse import (
+    MART_MODELS,
+    SCHEMA_MODELS,
+    insert_line_items,
+    run_models,
+    transaction,
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    number: int
+    name: str
+    apply: Callable[[duckdb.DuckDBPyConnection], None]
+
+
+def _compress_raw_json(conn: duckdb.DuckDBPyConnection) -> None:
+    """raw_json zstd-compressed: DuckDB cannot change a column's compression in place, so the
+    table is rebuilt, same rows."""
+    (ddl,) = conn.execute(
+        "SELECT sql FROM duckdb_tables() "
+        "WHERE schema_name = 'main' AND table_name = 'raw_openai_costs'"
+    ).fetchone()
+    if "COMPRESSION ZSTD" in ddl.upper():
+        return
+    conn.execute("ALTER TABLE raw_openai_costs RENAME TO raw_openai_costs_before_zstd")
+    run_models(conn, ["schema"], {})
+    conn.execute("INSERT INTO raw_openai_costs SELECT * FROM raw_openai_costs_before_zstd")
+    conn.execute("DROP TABLE raw_openai_costs_before_zstd")
+
+
+def _reparse_line_items(conn: duckdb.DuckDBPyConnection) -> None:
+    """The line-item parser learned tiers, token words, modalities and charge names: every line
+    item is parsed again and fct_costs and the rollups are rebuilt from the raw rows."""
+    conn.execute(
+        "ALTER TABLE dim_line_items ADD COLUMN IF NOT EXISTS recognized BOOLEAN DEFAULT true"
+    )
+    conn.execute("ALTER TABLE dim_line_items ADD COLUMN IF NOT EXISTS charge VARCHAR")
+    conn.execute("DELETE FROM dim_line_items")
+    texts = conn.execute(
+        "SELECT DISTINCT line_item FROM raw_openai_costs WHERE line_item IS NOT NULL"
+    ).fetchall()
+    insert_line_items(conn, [text for (text,) in texts])
+    rebuild_marts(conn)
+
+
+def rebuild_marts(conn: duckdb.DuckDBPyConnection) -> None:
+    """fct_costs and the rollups again from the raw rows, every integration and day."""
+    today = datetime.now(UTC).date()
+    ranges = conn.execute(
+        "SELECT integration_id, min(bucket_start)::DATE, max(bucket_start)::DATE "
+        "FROM raw_openai_costs GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    for integration_id, start, end in ranges:
+        params = {
+            "integration_id": integration_id,
+            "start_date": start,
+            "end_date": end,
+            "today": today,
+        }
+        run_models(conn, MART_MODELS, params)
+
+
+MIGRATIONS = (
+    Migration(1, "raw_json compressed with zstd", _compress_raw_json),
+    Migration(2, "line items re-parsed: recognized, charge, tiers", _reparse_line_items),
+)
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create what is missing and apply pending migrations; cheap when all is current."""
+    if _applied(conn) == {m.number for m in MIGRATIONS}:
+        run_models(conn, list(SCHEMA_MODELS), {})  # the views, refreshed
+        return
+    fresh = not _has_table(conn, "raw_openai_costs")
+    with transaction(conn):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+            "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
+        applied = _applied(conn)
+        run_models(conn, ["schema"], {})  # tables that do not exist yet, in the newest shape
+        for migration in MIGRATIONS:
+            if migration.number in applied:
+                continue
+            if not fresh:
+                migration.apply(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                [migration.number, migration.name, datetime.now(UTC).replace(tzinfo=None)],
+            )
+        run_models(conn, list(SCHEMA_MODELS), {})
+
+
+def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?", [name]
+    ).fetchone()
+    return row is not None
+
+
+def _applied(conn: duckdb.DuckDBPyConnection) -> set[int]:
+    if not _has_table(conn, "schema_migrations"):
+        return set()
+    return {v for (v,) in conn.execute("SELECT version FROM schema_migrations").fetchall()}
