@@ -11,9 +11,10 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
-from typing import TextIO
 
-from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window, parse_plan
+from grafient_pipeline import operations
+from grafient_pipeline.console import print_table, say_waiting
+from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window
 from grafient_pipeline.settings import Settings, SettingsError, load_settings
 
 _SECRET = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
@@ -27,24 +28,6 @@ def scrub(text: str) -> str:
     return _SECRET.sub("sk-***", text)
 
 
-def _registry(settings: Settings):
-    from grafient_pipeline.registry import Registry
-    from grafient_pipeline.vault import home_permission_warning
-
-    warning = home_permission_warning(settings.home) if settings.home.exists() else None
-    if warning:
-        print(warning, file=sys.stderr)
-    return Registry.from_settings(settings)
-
-
-def say_waiting(seconds: float) -> None:
-    print(
-        f"grafient: the warehouse is busy (a sync is writing it); waiting up to {seconds:.0f} s",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def _read_key(from_stdin: bool) -> str:
     if from_stdin:
         key = sys.stdin.readline().strip()
@@ -55,26 +38,11 @@ def _read_key(from_stdin: bool) -> str:
     return key
 
 
-def add_integration(settings: Settings, label: str, plan: str, key: str) -> str:
-    """Test Connection, then save. Shared by `integrations add` and the demo."""
-    from grafient_pipeline.openai.client import CostsClient
-    from grafient_pipeline.runs import _ensure_partition
-
-    plan = parse_plan(plan)
-    registry = _registry(settings)
-    with CostsClient(key, settings.openai_base_url, max_attempts=3) as client:
-        check = client.test_connection()
-    if not check.ok:
-        raise CliError(f"Test Connection failed, nothing saved: {check.message}")
-    integration = registry.add(label, plan, key, organization_id=check.organization_id)
-    _ensure_partition(settings, integration.id)
-    return integration.id
-
-
 def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
     from grafient_pipeline.runs import dagster_url, webserver_is_up
 
-    integration_id = add_integration(settings, args.label, args.plan, _read_key(args.key_stdin))
+    key = _read_key(args.key_stdin)
+    integration_id = operations.add_integration(settings, args.label, args.plan, key)
     print(integration_id)
     days = backfill_window(args.plan, date.today()).days
     if args.no_backfill:
@@ -87,12 +55,13 @@ def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
-        _run_backfill(settings, integration_id, sys.stderr)
+        summary = operations.run_backfill(settings, integration_id, sys.stderr)
+        print(summary.describe(), file=sys.stderr)
     return 0
 
 
 def cmd_integrations_list(settings: Settings, args: argparse.Namespace) -> int:
-    integrations = [i.public_dict() for i in _registry(settings).list()]
+    integrations = [i.public_dict() for i in operations.list_integrations(settings)]
     if args.json:
         print(json.dumps(integrations, indent=2))
         return 0
@@ -100,56 +69,25 @@ def cmd_integrations_list(settings: Settings, args: argparse.Namespace) -> int:
         print("no integrations yet: grafient integrations add --label L --plan free")
         return 0
     columns = ["id", "label", "plan", "status", "last_synced_at", "key_hint", "last_error"]
-    _print_table(columns, [[i.get(c) for c in columns] for i in integrations])
+    print_table(columns, [[i.get(c) for c in columns] for i in integrations])
     return 0
 
 
 def cmd_integrations_test(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.openai.client import CostsClient
-
-    registry = _registry(settings)
-    integration = registry.get(args.id)
-    with CostsClient(registry.api_key(integration.id), settings.openai_base_url) as client:
-        check = client.test_connection()
-    if check.ok:
-        registry.set_status(integration.id, "active")
-        if check.organization_id:
-            registry.set_organization(integration.id, check.organization_id)
-        print(f"{integration.id}: connection OK ({check.message})")
-        return 0
-    registry.set_status(integration.id, "error", check.message)
-    raise CliError(f"{integration.id}: Test Connection failed: {check.message}")
-
-
-def cmd_integrations_remove(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.instance import get_instance
-
-    registry = _registry(settings)
-    integration = registry.get(args.id)
-    if args.purge:
-        _purge_warehouse(settings, integration.id)
-    registry.remove(integration.id)
-    instance = get_instance(settings)
-    if instance.has_dynamic_partition("integrations", integration.id):
-        instance.delete_dynamic_partition("integrations", integration.id)
-    kept = "its warehouse rows were deleted" if args.purge else "its warehouse rows stay"
-    print(f"removed {integration.id} and its key; {kept}")
+    integration_id, check = operations.test_integration(settings, args.id)
+    print(f"{integration_id}: connection OK ({check.message})")
     return 0
 
 
-def _purge_warehouse(settings: Settings, integration_id: str) -> None:
-    from grafient_pipeline.warehouse import connect, ensure_schema, transaction
-
-    tables = ["raw_openai_costs", "fct_costs", "rollup_model_daily", "rollup_token_type_daily"]
-    with connect(settings.warehouse) as conn:
-        ensure_schema(conn)
-        with transaction(conn):
-            for table in tables:
-                conn.execute(f"DELETE FROM {table} WHERE integration_id = ?", [integration_id])
+def cmd_integrations_remove(settings: Settings, args: argparse.Namespace) -> int:
+    integration_id = operations.remove_integration(settings, args.id, purge=args.purge)
+    kept = "its warehouse rows were deleted" if args.purge else "its warehouse rows stay"
+    print(f"removed {integration_id} and its key; {kept}")
+    return 0
 
 
 def cmd_integrations_set_plan(settings: Settings, args: argparse.Namespace) -> int:
-    integration = _registry(settings).set_plan(args.id, parse_plan(args.plan))
+    integration = operations.set_plan(settings, args.id, args.plan)
     print(f"{integration.id}: plan {integration.plan}")
     return 0
 
@@ -164,66 +102,32 @@ def _parse_date(text: str | None, default: date) -> date:
 
 
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.runs import run_sync
     from grafient_pipeline.sync import utc_today
 
     today = utc_today()
     dates = DateRange(
         _parse_date(args.start, today - timedelta(days=1)), _parse_date(args.end, today)
     )
-    summary = run_sync(settings, _registry(settings), args.id, dates, "force sync")
+    summary = operations.sync_range(settings, args.id, dates, sys.stdout)
     print(summary.describe())
     return 0
 
 
-def _run_backfill(settings: Settings, integration_id: str, out: TextIO) -> None:
-    """The plan window, marked as requested first so the onboarding sensor does not repeat it."""
-    from grafient_pipeline.runs import run_sync
-    from grafient_pipeline.sync import utc_today
-
-    registry = _registry(settings)
-    integration = registry.get(integration_id)
-    window = backfill_window(integration.plan, utc_today())
-    registry.mark_backfill_requested(integration.id, window.days)
-    summary = run_sync(settings, registry, integration.id, window, "backfill", out)
-    print(summary.describe(), file=out)
-
-
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    _run_backfill(settings, args.id, sys.stdout)
+    summary = operations.run_backfill(settings, args.id, sys.stdout)
+    print(summary.describe())
     return 0
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
-    import duckdb
-
-    from grafient_pipeline.warehouse import connect, ensure_schema
-
-    with connect(settings.warehouse, on_wait=say_waiting) as conn:
-        ensure_schema(conn)
-        try:
-            cursor = conn.execute(args.query)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchall()
-        except duckdb.Error as error:
-            raise CliError(f"SQL failed: {error}") from None
+    columns, rows = operations.run_sql(settings, args.query, on_wait=say_waiting)
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(rows)
     else:
-        _print_table(columns, rows)
+        print_table(columns, rows)
     return 0
-
-
-def _print_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-    print(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
 
 
 def cmd_emulator(settings: Settings, args: argparse.Namespace) -> int:
@@ -233,9 +137,7 @@ def cmd_emulator(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.vault import rotate_master_key_file
-
-    count = rotate_master_key_file(settings, _registry(settings))
+    count = operations.rotate_master_key(settings)
     print(f"re-encrypted {count} key(s) under a new master key; back up {settings.master_key_path}")
     return 0
 
@@ -325,6 +227,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (
         CliError,
+        operations.OperationError,
         DemoError,
         SettingsError,
         PlanError,
