@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from grafient_pipeline.plans import PLANS
+from grafient_pipeline.redact import scrub
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.vault import TOKEN_VERSION, Vault, load_vault, token_key_id
 
@@ -33,8 +34,7 @@ MAX_SLUG = 48
 MAX_ERROR = 2000
 BUSY_TIMEOUT_S = 5.0
 LOCK_RETRIES = 6
-ID_PATTERN = re.compile(r"^[a-z0-9-]{1,64}$")
-SECRET_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
+ID_PATTERN = re.compile(r"[a-z0-9-]{1,64}")  # whole string: fullmatch (`$` allows a final \n)
 FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 
 # Each migration is a list of single SQL statements, applied in order, once, in one transaction.
@@ -514,7 +514,7 @@ def _check_org(organization_id: str | None) -> str | None:
 
 
 def _check_id(integration_id: str) -> None:
-    if not isinstance(integration_id, str) or not ID_PATTERN.match(integration_id):
+    if not isinstance(integration_id, str) or not ID_PATTERN.fullmatch(integration_id):
         raise IntegrationNotFound(
             "not an integration id: ids are lowercase letters, digits and dashes "
             "(up to 64); see `grafient integrations list`"
@@ -531,7 +531,7 @@ def _clean_error(error: str | None) -> str | None:
     """Error text for last_error: anything shaped like an OpenAI key is redacted."""
     if error is None:
         return None
-    return SECRET_PATTERN.sub("sk-***", str(error))[:MAX_ERROR]
+    return scrub(str(error))[:MAX_ERROR]
 
 
 def _iso(moment: datetime) -> str:
