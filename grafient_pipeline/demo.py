@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from grafient_pipeline.console import print_table
+from grafient_pipeline.console import describe_sync, print_table
 from grafient_pipeline.instance import dagster_environment, prepare_home
 from grafient_pipeline.operations import add_integration, list_integrations, run_backfill
 from grafient_pipeline.settings import Settings
@@ -97,7 +97,7 @@ def _add_demo_integrations(settings: Settings) -> list[str]:
 def _backfill(settings: Settings, ids: list[str]) -> None:
     for integration_id in ids:
         summary = run_backfill(settings, integration_id, sys.stdout)
-        print(summary.describe())
+        print(describe_sync(summary))
 
 
 def print_summary(settings: Settings) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from grafient_pipeline.plans import DateRange, backfill_window, parse_plan
@@ -17,6 +18,7 @@ from grafient_pipeline.settings import Settings
 if TYPE_CHECKING:
     from grafient_pipeline.openai.client import ConnectionCheck
     from grafient_pipeline.registry import Integration, Registry
+    from grafient_pipeline.report import MonthReport
     from grafient_pipeline.runs import SyncSummary
 
 WAREHOUSE_TABLES = (
@@ -140,15 +142,46 @@ def run_sql(
 
     from grafient_pipeline.warehouse import connect, ensure_schema
 
+    if not query.strip():
+        raise OperationError('no SQL given: for example grafient sql "SELECT 1"')
     with connect(settings.warehouse, on_wait=on_wait) as conn:
         ensure_schema(conn)
         try:
             cursor = conn.execute(query)
+            if cursor is None:  # only comments or semicolons: nothing ran
+                return [], []
             columns = [d[0] for d in cursor.description or []]
             rows = cursor.fetchall()
         except duckdb.Error as error:
             raise OperationError(f"SQL failed: {error}") from None
     return columns, rows
+
+
+def month_report(
+    settings: Settings,
+    dates: DateRange,
+    integration_id: str | None = None,
+    on_wait: Callable[[float], None] | None = None,
+) -> MonthReport | None:
+    """A month of spend, read-only; None when there is no warehouse yet (none is created)."""
+    import duckdb
+
+    from grafient_pipeline.registry import ID_PATTERN
+    from grafient_pipeline.report import month_report as build_report
+    from grafient_pipeline.warehouse import connect
+
+    if integration_id is not None and not ID_PATTERN.fullmatch(integration_id):
+        raise OperationError(
+            "not an integration id: ids are lowercase letters, digits and dashes; "
+            "see `grafient integrations list`"
+        )
+    if not settings.warehouse.startswith("md:") and not Path(settings.warehouse).is_file():
+        return None
+    with connect(settings.warehouse, read_only=True, on_wait=on_wait) as conn:
+        try:
+            return build_report(conn, dates, integration_id)
+        except duckdb.CatalogException:  # a warehouse no sync has written yet
+            return None
 
 
 def rotate_master_key(settings: Settings) -> int:
