@@ -3,39 +3,63 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import getpass
 import json
-import re
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 
 from grafient_pipeline import operations
-from grafient_pipeline.console import print_table, say_waiting
+from grafient_pipeline.console import (
+    describe_sync,
+    has_decimals,
+    print_report,
+    print_table,
+    say_waiting,
+)
 from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window
+from grafient_pipeline.redact import scrub
 from grafient_pipeline.settings import Settings, SettingsError, load_settings
 
-_SECRET = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
+NO_TERMINAL = (
+    "no terminal to read the key from: pipe it in with --key-stdin "
+    "(for example: grafient integrations add --plan free --key-stdin < key.txt)"
+)
 
 
 class CliError(Exception):
     """A user-facing failure: its message is the one line we print."""
 
 
-def scrub(text: str) -> str:
-    return _SECRET.sub("sk-***", text)
-
-
 def _read_key(from_stdin: bool) -> str:
     if from_stdin:
         key = sys.stdin.readline().strip()
+    elif not sys.stdin.isatty():
+        raise CliError(NO_TERMINAL)
     else:
-        key = getpass.getpass("OpenAI admin key (sk-admin-..., input hidden): ").strip()
+        try:
+            key = getpass.getpass("OpenAI admin key (sk-admin-..., input hidden): ").strip()
+        except EOFError:
+            key = ""
     if not key:
         raise CliError("no key given: paste a read-only admin key (sk-admin-...)")
     return key
+
+
+HOW_TO_GET_DATA = (
+    "Add an integration with `grafient integrations add --label L --plan free` (it backfills "
+    "its plan window), or see one with sample data: `grafient demo --no-ui`"
+)
+
+
+def _plan_name(text: str) -> str:
+    """Plans as people write them (`Pro`, `FREE`): argparse then checks the choice."""
+    return text.strip().lower()
 
 
 def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
@@ -56,7 +80,7 @@ def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
         )
     else:
         summary = operations.run_backfill(settings, integration_id, sys.stderr)
-        print(summary.describe(), file=sys.stderr)
+        print(describe_sync(summary), file=sys.stderr)
     return 0
 
 
@@ -109,13 +133,13 @@ def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
         _parse_date(args.start, today - timedelta(days=1)), _parse_date(args.end, today)
     )
     summary = operations.sync_range(settings, args.id, dates, sys.stdout)
-    print(summary.describe())
+    print(describe_sync(summary))
     return 0
 
 
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     summary = operations.run_backfill(settings, args.id, sys.stdout)
-    print(summary.describe())
+    print(describe_sync(summary))
     return 0
 
 
@@ -127,6 +151,30 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
         writer.writerows(rows)
     else:
         print_table(columns, rows)
+        if has_decimals(rows):
+            print("(decimals rounded to 2 places for reading; --csv prints them in full)")
+    return 0
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from grafient_pipeline.report import empty_report, parse_month
+    from grafient_pipeline.sync import utc_today
+
+    dates = parse_month(args.month, utc_today())
+    report = operations.month_report(settings, dates, args.integration, on_wait=say_waiting)
+    if args.json:
+        print(json.dumps((report or empty_report(dates, args.integration)).as_json(), indent=2))
+    elif report is None:
+        print(f"no data yet: {settings.warehouse} does not exist. {HOW_TO_GET_DATA}")
+    elif report.is_empty:
+        scope = f" for {args.integration}" if args.integration else ""
+        print(
+            f"no spend recorded in {report.month} (UTC){scope}. Sync those days with "
+            f"`grafient sync ID --start {dates.start.isoformat()}`; "
+            "`grafient integrations list` shows your integrations"
+        )
+    else:
+        print_report(report)
     return 0
 
 
@@ -148,18 +196,162 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, ui=not args.no_ui, port=args.port, emulator_port=args.emulator_port)
 
 
+ENVIRONMENT = """\
+environment:
+  GRAFIENT_HOME             the data folder: registry, master key, warehouse, Dagster instance
+                            (default: ./.grafient)
+  GRAFIENT_MASTER_KEY       the master key (base64, 32 bytes) that encrypts the stored admin
+                            keys (default: GRAFIENT_HOME/master.key, created on first use)
+  GRAFIENT_OPENAI_BASE_URL  the OpenAI API base URL (default: https://api.openai.com/v1; the
+                            emulator prints its own)
+  GRAFIENT_WAREHOUSE        the DuckDB warehouse file (default: GRAFIENT_HOME/warehouse.duckdb)
+  GRAFIENT_RESYNC_DAYS      days the daily schedule re-pulls, for restated costs (default 3)
+  GRAFIENT_SYNC_BATCH       integrations per scheduled run (default 20)
+  GRAFIENT_DAGSTER_URL      the Dagster webserver that syncs are submitted to when it is up
+                            (default: http://127.0.0.1:3000; otherwise they run in-process)
+"""
+
+TOP_EXAMPLES = """\
+examples:
+  grafient demo                                  the emulator, two demo integrations, the UI
+  grafient integrations add --label Prod --plan pro --key-stdin < key.txt
+  grafient report --month 2026-11
+  grafient sql "SELECT * FROM v_month_to_date ORDER BY amount_usd DESC"
+"""
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, help_text: str, example: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with an example."""
+    return commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", help="the integration's id (see `grafient integrations list`)")
+
+
+def _add_plan_option(parser: argparse.ArgumentParser, name: str, required: bool) -> None:
+    kwargs = {"required": required} if name.startswith("-") else {}
+    parser.add_argument(
+        name,
+        type=_plan_name,
+        choices=PLANS,
+        metavar="PLAN",
+        help=f"{' | '.join(PLANS)} (any case): how many days back it may sync "
+        "(Free 30, Pro and Ultimate 180)",
+        **kwargs,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="grafient", description="Exact OpenAI spend, from OpenAI's own billing figures."
+        prog="grafient",
+        description="Exact OpenAI spend, from OpenAI's own billing figures.",
+        epilog=f"{TOP_EXAMPLES}\n{ENVIRONMENT}\n"
+        "`grafient COMMAND --help` describes a command and its options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do"
+    )
+    _add_integrations(commands)
 
-    integrations = commands.add_parser("integrations", help="connect OpenAI organizations")
-    sub = integrations.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = sub.add_parser("add", help="test an admin key, then save it encrypted")
-    add.add_argument("--label", default="", help="a name for this organization")
-    add.add_argument("--plan", required=True, choices=PLANS)
-    add.add_argument("--key-stdin", action="store_true", help="read the key from standard input")
+    sync = _command(
+        commands, "sync", "Force Sync: fetch a date range again (default: yesterday and today)",
+        "grafient sync acme-prod --start 2026-11-01 --end 2026-11-07",
+    )  # fmt: skip
+    _add_id(sync)
+    sync.add_argument("--start", metavar="DATE", help="first date, YYYY-MM-DD (UTC)")
+    sync.add_argument("--end", metavar="DATE", help="last date, YYYY-MM-DD (UTC), at most today")
+    sync.set_defaults(handler=cmd_sync)
+    backfill = _command(
+        commands, "backfill", "sync the whole plan window now", "grafient backfill acme-prod"
+    )
+    _add_id(backfill)
+    backfill.set_defaults(handler=cmd_backfill)
+
+    report = _command(
+        commands, "report",
+        "a month of spend: per integration, top models, token types, day by day",
+        "grafient report --month 2026-11 --integration acme-prod",
+    )  # fmt: skip
+    report.add_argument("--month", metavar="YYYY-MM", help="the month (default: this UTC month)")
+    report.add_argument("--integration", metavar="ID", help="one integration only (default: all)")
+    report.add_argument(
+        "--json", action="store_true", help="print JSON with every decimal place instead"
+    )
+    report.set_defaults(handler=cmd_report)
+
+    sql = _command(
+        commands, "sql", "run SQL on the warehouse (trusted operators only)",
+        'grafient sql "SELECT cost_date, sum(amount_usd) FROM fct_costs GROUP BY 1 ORDER BY 1"',
+    )  # fmt: skip
+    sql.add_argument("query", help="any DuckDB SQL (it can write too: trusted operators only)")
+    sql.add_argument(
+        "--csv", action="store_true", help="print CSV, every decimal place, instead of a table"
+    )
+    sql.set_defaults(handler=cmd_sql)
+
+    from grafient_pipeline.openai.emulator import add_emulator_arguments
+
+    emulator = _command(
+        commands, "emulator", "a local OpenAI Costs API for demos and tests",
+        "grafient emulator --port 8787 --org org-acme=sk-admin-acme-0123456789abcdef",
+    )  # fmt: skip
+    add_emulator_arguments(emulator)
+    emulator.set_defaults(handler=cmd_emulator)
+
+    keys = _command(commands, "keys", "master key operations", "grafient keys rotate")
+    keys_sub = keys.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="the operation"
+    )
+    rotate = _command(
+        keys_sub, "rotate", "re-encrypt every stored key under a new master key",
+        "grafient keys rotate",
+    )  # fmt: skip
+    rotate.set_defaults(handler=cmd_keys_rotate)
+
+    demo = _command(
+        commands, "demo", "emulator + two demo integrations + their backfills + the Dagster UI",
+        "grafient demo --no-ui",
+    )  # fmt: skip
+    demo.add_argument("--no-ui", action="store_true", help="stop after the backfills and summary")
+    demo.add_argument(
+        "--port", type=int, default=3000, metavar="PORT", help="Dagster UI port (default 3000)"
+    )
+    demo.add_argument(
+        "--emulator-port", type=int, default=0, metavar="PORT",
+        help="the emulator's port (default: a free port)",
+    )  # fmt: skip
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _add_integrations(commands: argparse._SubParsersAction) -> None:
+    integrations = _command(
+        commands, "integrations", "connect OpenAI organizations", "grafient integrations list"
+    )
+    sub = integrations.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="the operation"
+    )
+    add = _command(
+        sub, "add", "test an admin key, then save it encrypted and backfill its plan window",
+        "grafient integrations add --label 'Acme Prod' --plan pro --key-stdin < key.txt",
+    )  # fmt: skip
+    add.add_argument("--label", default="", help="a name for this organization (default: its id)")
+    _add_plan_option(add, "--plan", required=True)
+    add.add_argument(
+        "--key-stdin",
+        action="store_true",
+        help="read the key from standard input (default: ask for it, hidden, on the terminal)",
+    )
     add.add_argument(
         "--no-backfill",
         action="store_true",
@@ -167,60 +359,38 @@ def build_parser() -> argparse.ArgumentParser:
         "onboarding sensor when a Dagster webserver is up)",
     )
     add.set_defaults(handler=cmd_integrations_add)
-    listing = sub.add_parser("list", help="integrations, their status and masked keys")
-    listing.add_argument("--json", action="store_true")
+    listing = _command(
+        sub, "list", "integrations, their status and masked keys", "grafient integrations list"
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON array instead")
     listing.set_defaults(handler=cmd_integrations_list)
-    test = sub.add_parser("test", help="re-run Test Connection with the stored key")
-    test.add_argument("id")
+    test = _command(
+        sub, "test", "re-run Test Connection with the stored key",
+        "grafient integrations test acme-prod",
+    )  # fmt: skip
+    _add_id(test)
     test.set_defaults(handler=cmd_integrations_test)
-    remove = sub.add_parser("remove", help="delete an integration and its key")
-    remove.add_argument("id")
+    remove = _command(
+        sub, "remove", "delete an integration and its key",
+        "grafient integrations remove acme-prod --purge",
+    )  # fmt: skip
+    _add_id(remove)
     remove.add_argument("--purge", action="store_true", help="also delete its warehouse rows")
     remove.set_defaults(handler=cmd_integrations_remove)
-    set_plan = sub.add_parser("set-plan", help="change the plan (an upgrade backfills new days)")
-    set_plan.add_argument("id")
-    set_plan.add_argument("plan", choices=PLANS)
+    set_plan = _command(
+        sub, "set-plan", "change the plan (an upgrade backfills the new days)",
+        "grafient integrations set-plan acme-prod Pro",
+    )  # fmt: skip
+    _add_id(set_plan)
+    _add_plan_option(set_plan, "plan", required=True)
     set_plan.set_defaults(handler=cmd_integrations_set_plan)
-
-    sync = commands.add_parser("sync", help="Force Sync (default: yesterday and today)")
-    sync.add_argument("id")
-    sync.add_argument("--start", help="first date, YYYY-MM-DD (UTC)")
-    sync.add_argument("--end", help="last date, YYYY-MM-DD (UTC)")
-    sync.set_defaults(handler=cmd_sync)
-    backfill = commands.add_parser("backfill", help="sync the whole plan window now")
-    backfill.add_argument("id")
-    backfill.set_defaults(handler=cmd_backfill)
-
-    sql = commands.add_parser("sql", help="run SQL on the warehouse (trusted operators only)")
-    sql.add_argument("query")
-    sql.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    sql.set_defaults(handler=cmd_sql)
-
-    from grafient_pipeline.openai.emulator import add_emulator_arguments
-
-    emulator = commands.add_parser("emulator", help="a local OpenAI Costs API for demos and tests")
-    add_emulator_arguments(emulator)
-    emulator.set_defaults(handler=cmd_emulator)
-
-    keys = commands.add_parser("keys", help="master key operations")
-    keys_sub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
-    rotate = keys_sub.add_parser(
-        "rotate", help="re-encrypt every stored key under a new master key"
-    )
-    rotate.set_defaults(handler=cmd_keys_rotate)
-
-    demo = commands.add_parser("demo", help="emulator + two demo integrations + the Dagster UI")
-    demo.add_argument("--no-ui", action="store_true", help="stop after the backfills and summary")
-    demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
-    demo.add_argument("--emulator-port", type=int, default=0, help="default: a free port")
-    demo.set_defaults(handler=cmd_demo)
-    return parser
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from grafient_pipeline.demo import DemoError
     from grafient_pipeline.openai.client import CostsApiError
     from grafient_pipeline.registry import RegistryError
+    from grafient_pipeline.report import ReportError
     from grafient_pipeline.runs import SyncError
     from grafient_pipeline.vault import VaultError
     from grafient_pipeline.warehouse import WarehouseBusyError
@@ -233,6 +403,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         PlanError,
         CostsApiError,
         RegistryError,
+        ReportError,
         VaultError,
         SyncError,
         WarehouseBusyError,
@@ -246,12 +417,30 @@ def _quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _reader_went_away() -> int:
+    """`grafient sql ... | head`: stop quietly, as Unix tools do, with SIGPIPE's exit status.
+
+    What is still buffered for stdout goes to /dev/null, so the interpreter's final flush
+    cannot fail with a second message.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor: nothing to flush
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_library_warnings()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BrokenPipeError:  # `grafient --help | head -1`
+        return _reader_went_away()
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
         return handler(load_settings(), args)
+    except BrokenPipeError:
+        return _reader_went_away()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
