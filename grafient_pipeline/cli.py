@@ -31,6 +31,11 @@ NO_TERMINAL = (
     "(for example: grafient integrations add --plan free --key-stdin < key.txt)"
 )
 
+HOW_TO_GET_DATA = (
+    "Add an integration with `grafient integrations add --label L --plan free` (it backfills "
+    "its plan window), or see one with sample data: `grafient demo --no-ui`"
+)
+
 
 class CliError(Exception):
     """A user-facing failure: its message is the one line we print."""
@@ -49,12 +54,6 @@ def _read_key(from_stdin: bool) -> str:
     if not key:
         raise CliError("no key given: paste a read-only admin key (sk-admin-...)")
     return key
-
-
-HOW_TO_GET_DATA = (
-    "Add an integration with `grafient integrations add --label L --plan free` (it backfills "
-    "its plan window), or see one with sample data: `grafient demo --no-ui`"
-)
 
 
 def _plan_name(text: str) -> str:
