@@ -3,78 +3,69 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import getpass
 import json
-import re
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
-from typing import TextIO
 
-from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window, parse_plan
+from grafient_pipeline import operations
+from grafient_pipeline.console import (
+    describe_sync,
+    has_decimals,
+    print_report,
+    print_table,
+    say_waiting,
+)
+from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window
+from grafient_pipeline.redact import scrub
 from grafient_pipeline.settings import Settings, SettingsError, load_settings
 
-_SECRET = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
+NO_TERMINAL = (
+    "no terminal to read the key from: pipe it in with --key-stdin "
+    "(for example: grafient integrations add --plan free --key-stdin < key.txt)"
+)
+
+HOW_TO_GET_DATA = (
+    "Add an integration with `grafient integrations add --label L --plan free` (it backfills "
+    "its plan window), or see one with sample data: `grafient demo --no-ui`"
+)
 
 
 class CliError(Exception):
     """A user-facing failure: its message is the one line we print."""
 
 
-def scrub(text: str) -> str:
-    return _SECRET.sub("sk-***", text)
-
-
-def _registry(settings: Settings):
-    from grafient_pipeline.registry import Registry
-    from grafient_pipeline.vault import home_permission_warning
-
-    warning = home_permission_warning(settings.home) if settings.home.exists() else None
-    if warning:
-        print(warning, file=sys.stderr)
-    return Registry.from_settings(settings)
-
-
-def say_waiting(seconds: float) -> None:
-    print(
-        f"grafient: the warehouse is busy (a sync is writing it); waiting up to {seconds:.0f} s",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def _read_key(from_stdin: bool) -> str:
     if from_stdin:
         key = sys.stdin.readline().strip()
+    elif not sys.stdin.isatty():
+        raise CliError(NO_TERMINAL)
     else:
-        key = getpass.getpass("OpenAI admin key (sk-admin-..., input hidden): ").strip()
+        try:
+            key = getpass.getpass("OpenAI admin key (sk-admin-..., input hidden): ").strip()
+        except EOFError:
+            key = ""
     if not key:
         raise CliError("no key given: paste a read-only admin key (sk-admin-...)")
     return key
 
 
-def add_integration(settings: Settings, label: str, plan: str, key: str) -> str:
-    """Test Connection, then save. Shared by `integrations add` and the demo."""
-    from grafient_pipeline.openai.client import CostsClient
-    from grafient_pipeline.runs import _ensure_partition
-
-    plan = parse_plan(plan)
-    registry = _registry(settings)
-    with CostsClient(key, settings.openai_base_url, max_attempts=3) as client:
-        check = client.test_connection()
-    if not check.ok:
-        raise CliError(f"Test Connection failed, nothing saved: {check.message}")
-    integration = registry.add(label, plan, key, organization_id=check.organization_id)
-    _ensure_partition(settings, integration.id)
-    return integration.id
+def _plan_name(text: str) -> str:
+    """Plans as people write them (`Pro`, `FREE`): argparse then checks the choice."""
+    return text.strip().lower()
 
 
 def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
     from grafient_pipeline.runs import dagster_url, webserver_is_up
 
-    integration_id = add_integration(settings, args.label, args.plan, _read_key(args.key_stdin))
+    key = _read_key(args.key_stdin)
+    integration_id = operations.add_integration(settings, args.label, args.plan, key)
     print(integration_id)
     days = backfill_window(args.plan, date.today()).days
     if args.no_backfill:
@@ -87,12 +78,13 @@ def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
-        _run_backfill(settings, integration_id, sys.stderr)
+        summary = operations.run_backfill(settings, integration_id, sys.stderr)
+        print(describe_sync(summary), file=sys.stderr)
     return 0
 
 
 def cmd_integrations_list(settings: Settings, args: argparse.Namespace) -> int:
-    integrations = [i.public_dict() for i in _registry(settings).list()]
+    integrations = [i.public_dict() for i in operations.list_integrations(settings)]
     if args.json:
         print(json.dumps(integrations, indent=2))
         return 0
@@ -100,57 +92,25 @@ def cmd_integrations_list(settings: Settings, args: argparse.Namespace) -> int:
         print("no integrations yet: grafient integrations add --label L --plan free")
         return 0
     columns = ["id", "label", "plan", "status", "last_synced_at", "key_hint", "last_error"]
-    _print_table(columns, [[i.get(c) for c in columns] for i in integrations])
+    print_table(columns, [[i.get(c) for c in columns] for i in integrations])
     return 0
 
 
 def cmd_integrations_test(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.openai.client import CostsClient
-
-    registry = _registry(settings)
-    integration = registry.get(args.id)
-    with CostsClient(registry.api_key(integration.id), settings.openai_base_url) as client:
-        check = client.test_connection()
-    if check.ok:
-        registry.set_status(integration.id, "active")
-        if check.organization_id:
-            registry.set_organization(integration.id, check.organization_id)
-        print(f"{integration.id}: connection OK ({check.message})")
-        return 0
-    registry.set_status(integration.id, "error", check.message)
-    raise CliError(f"{integration.id}: Test Connection failed: {check.message}")
-
-
-def cmd_integrations_remove(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.instance import get_instance
-
-    registry = _registry(settings)
-    integration = registry.get(args.id)
-    if args.purge:
-        _purge_warehouse(settings, integration.id)
-    registry.remove(integration.id)
-    instance = get_instance(settings)
-    if instance.has_dynamic_partition("integrations", integration.id):
-        instance.delete_dynamic_partition("integrations", integration.id)
-    kept = "its warehouse rows were deleted" if args.purge else "its warehouse rows stay"
-    print(f"removed {integration.id} and its key; {kept}")
+    integration_id, check = operations.test_integration(settings, args.id)
+    print(f"{integration_id}: connection OK ({check.message})")
     return 0
 
 
-def _purge_warehouse(settings: Settings, integration_id: str) -> None:
-    from grafient_pipeline.migrations.warehouse import ensure_schema
-    from grafient_pipeline.warehouse import connect, transaction
-
-    tables = ["raw_openai_costs", "fct_costs", "rollup_model_daily", "rollup_token_type_daily"]
-    with connect(settings.warehouse) as conn:
-        ensure_schema(conn)
-        with transaction(conn):
-            for table in tables:
-                conn.execute(f"DELETE FROM {table} WHERE integration_id = ?", [integration_id])
+def cmd_integrations_remove(settings: Settings, args: argparse.Namespace) -> int:
+    integration_id = operations.remove_integration(settings, args.id, purge=args.purge)
+    kept = "its warehouse rows were deleted" if args.purge else "its warehouse rows stay"
+    print(f"removed {integration_id} and its key; {kept}")
+    return 0
 
 
 def cmd_integrations_set_plan(settings: Settings, args: argparse.Namespace) -> int:
-    integration = _registry(settings).set_plan(args.id, parse_plan(args.plan))
+    integration = operations.set_plan(settings, args.id, args.plan)
     print(f"{integration.id}: plan {integration.plan}")
     return 0
 
@@ -165,67 +125,56 @@ def _parse_date(text: str | None, default: date) -> date:
 
 
 def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.runs import run_sync
     from grafient_pipeline.sync import utc_today
 
     today = utc_today()
     dates = DateRange(
         _parse_date(args.start, today - timedelta(days=1)), _parse_date(args.end, today)
     )
-    summary = run_sync(settings, _registry(settings), args.id, dates, "force sync")
-    print(summary.describe())
+    summary = operations.sync_range(settings, args.id, dates, sys.stdout)
+    print(describe_sync(summary))
     return 0
 
 
-def _run_backfill(settings: Settings, integration_id: str, out: TextIO) -> None:
-    """The plan window, marked as requested first so the onboarding sensor does not repeat it."""
-    from grafient_pipeline.runs import run_sync
-    from grafient_pipeline.sync import utc_today
-
-    registry = _registry(settings)
-    integration = registry.get(integration_id)
-    window = backfill_window(integration.plan, utc_today())
-    registry.mark_backfill_requested(integration.id, window.days)
-    summary = run_sync(settings, registry, integration.id, window, "backfill", out)
-    print(summary.describe(), file=out)
-
-
 def cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    _run_backfill(settings, args.id, sys.stdout)
+    summary = operations.run_backfill(settings, args.id, sys.stdout)
+    print(describe_sync(summary))
     return 0
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
-    import duckdb
-
-    from grafient_pipeline.migrations.warehouse import ensure_schema
-    from grafient_pipeline.warehouse import connect
-
-    with connect(settings.warehouse, on_wait=say_waiting) as conn:
-        ensure_schema(conn)
-        try:
-            cursor = conn.execute(args.query)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchall()
-        except duckdb.Error as error:
-            raise CliError(f"SQL failed: {error}") from None
+    columns, rows = operations.run_sql(settings, args.query, on_wait=say_waiting)
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
         writer.writerows(rows)
     else:
-        _print_table(columns, rows)
+        print_table(columns, rows)
+        if has_decimals(rows):
+            print("(decimals rounded to 2 places for reading; --csv prints them in full)")
     return 0
 
 
-def _print_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-    print(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from grafient_pipeline.report import empty_report, parse_month
+    from grafient_pipeline.sync import utc_today
+
+    dates = parse_month(args.month, utc_today())
+    report = operations.month_report(settings, dates, args.integration, on_wait=say_waiting)
+    if args.json:
+        print(json.dumps((report or empty_report(dates, args.integration)).as_json(), indent=2))
+    elif report is None:
+        print(f"no data yet: {settings.warehouse} does not exist. {HOW_TO_GET_DATA}")
+    elif report.is_empty:
+        scope = f" for {args.integration}" if args.integration else ""
+        print(
+            f"no spend recorded in {report.month} (UTC){scope}. Sync those days with "
+            f"`grafient sync ID --start {dates.start.isoformat()}`; "
+            "`grafient integrations list` shows your integrations"
+        )
+    else:
+        print_report(report)
+    return 0
 
 
 def cmd_emulator(settings: Settings, args: argparse.Namespace) -> int:
@@ -235,9 +184,7 @@ def cmd_emulator(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.vault import rotate_master_key_file
-
-    count = rotate_master_key_file(settings, _registry(settings))
+    count = operations.rotate_master_key(settings)
     print(f"re-encrypted {count} key(s) under a new master key; back up {settings.master_key_path}")
     return 0
 
@@ -248,18 +195,162 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, ui=not args.no_ui, port=args.port, emulator_port=args.emulator_port)
 
 
+ENVIRONMENT = """\
+environment:
+  GRAFIENT_HOME             the data folder: registry, master key, warehouse, Dagster instance
+                            (default: ./.grafient)
+  GRAFIENT_MASTER_KEY       the master key (base64, 32 bytes) that encrypts the stored admin
+                            keys (default: GRAFIENT_HOME/master.key, created on first use)
+  GRAFIENT_OPENAI_BASE_URL  the OpenAI API base URL (default: https://api.openai.com/v1; the
+                            emulator prints its own)
+  GRAFIENT_WAREHOUSE        the DuckDB warehouse file (default: GRAFIENT_HOME/warehouse.duckdb)
+  GRAFIENT_RESYNC_DAYS      days the daily schedule re-pulls, for restated costs (default 3)
+  GRAFIENT_SYNC_BATCH       integrations per scheduled run (default 20)
+  GRAFIENT_DAGSTER_URL      the Dagster webserver that syncs are submitted to when it is up
+                            (default: http://127.0.0.1:3000; otherwise they run in-process)
+"""
+
+TOP_EXAMPLES = """\
+examples:
+  grafient demo                                  the emulator, two demo integrations, the UI
+  grafient integrations add --label Prod --plan pro --key-stdin < key.txt
+  grafient report --month 2026-11
+  grafient sql "SELECT * FROM v_month_to_date ORDER BY amount_usd DESC"
+"""
+
+
+def _command(
+    commands: argparse._SubParsersAction, name: str, help_text: str, example: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with an example."""
+    return commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", help="the integration's id (see `grafient integrations list`)")
+
+
+def _add_plan_option(parser: argparse.ArgumentParser, name: str, required: bool) -> None:
+    kwargs = {"required": required} if name.startswith("-") else {}
+    parser.add_argument(
+        name,
+        type=_plan_name,
+        choices=PLANS,
+        metavar="PLAN",
+        help=f"{' | '.join(PLANS)} (any case): how many days back it may sync "
+        "(Free 30, Pro and Ultimate 180)",
+        **kwargs,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="grafient", description="Exact OpenAI spend, from OpenAI's own billing figures."
+        prog="grafient",
+        description="Exact OpenAI spend, from OpenAI's own billing figures.",
+        epilog=f"{TOP_EXAMPLES}\n{ENVIRONMENT}\n"
+        "`grafient COMMAND --help` describes a command and its options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do"
+    )
+    _add_integrations(commands)
 
-    integrations = commands.add_parser("integrations", help="connect OpenAI organizations")
-    sub = integrations.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = sub.add_parser("add", help="test an admin key, then save it encrypted")
-    add.add_argument("--label", default="", help="a name for this organization")
-    add.add_argument("--plan", required=True, choices=PLANS)
-    add.add_argument("--key-stdin", action="store_true", help="read the key from standard input")
+    sync = _command(
+        commands, "sync", "Force Sync: fetch a date range again (default: yesterday and today)",
+        "grafient sync acme-prod --start 2026-11-01 --end 2026-11-07",
+    )  # fmt: skip
+    _add_id(sync)
+    sync.add_argument("--start", metavar="DATE", help="first date, YYYY-MM-DD (UTC)")
+    sync.add_argument("--end", metavar="DATE", help="last date, YYYY-MM-DD (UTC), at most today")
+    sync.set_defaults(handler=cmd_sync)
+    backfill = _command(
+        commands, "backfill", "sync the whole plan window now", "grafient backfill acme-prod"
+    )
+    _add_id(backfill)
+    backfill.set_defaults(handler=cmd_backfill)
+
+    report = _command(
+        commands, "report",
+        "a month of spend: per integration, top models, token types, day by day",
+        "grafient report --month 2026-11 --integration acme-prod",
+    )  # fmt: skip
+    report.add_argument("--month", metavar="YYYY-MM", help="the month (default: this UTC month)")
+    report.add_argument("--integration", metavar="ID", help="one integration only (default: all)")
+    report.add_argument(
+        "--json", action="store_true", help="print JSON with every decimal place instead"
+    )
+    report.set_defaults(handler=cmd_report)
+
+    sql = _command(
+        commands, "sql", "run SQL on the warehouse (trusted operators only)",
+        'grafient sql "SELECT cost_date, sum(amount_usd) FROM fct_costs GROUP BY 1 ORDER BY 1"',
+    )  # fmt: skip
+    sql.add_argument("query", help="any DuckDB SQL (it can write too: trusted operators only)")
+    sql.add_argument(
+        "--csv", action="store_true", help="print CSV, every decimal place, instead of a table"
+    )
+    sql.set_defaults(handler=cmd_sql)
+
+    from grafient_pipeline.openai.emulator import add_emulator_arguments
+
+    emulator = _command(
+        commands, "emulator", "a local OpenAI Costs API for demos and tests",
+        "grafient emulator --port 8787 --org org-acme=sk-admin-acme-0123456789abcdef",
+    )  # fmt: skip
+    add_emulator_arguments(emulator)
+    emulator.set_defaults(handler=cmd_emulator)
+
+    keys = _command(commands, "keys", "master key operations", "grafient keys rotate")
+    keys_sub = keys.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="the operation"
+    )
+    rotate = _command(
+        keys_sub, "rotate", "re-encrypt every stored key under a new master key",
+        "grafient keys rotate",
+    )  # fmt: skip
+    rotate.set_defaults(handler=cmd_keys_rotate)
+
+    demo = _command(
+        commands, "demo", "emulator + two demo integrations + their backfills + the Dagster UI",
+        "grafient demo --no-ui",
+    )  # fmt: skip
+    demo.add_argument("--no-ui", action="store_true", help="stop after the backfills and summary")
+    demo.add_argument(
+        "--port", type=int, default=3000, metavar="PORT", help="Dagster UI port (default 3000)"
+    )
+    demo.add_argument(
+        "--emulator-port", type=int, default=0, metavar="PORT",
+        help="the emulator's port (default: a free port)",
+    )  # fmt: skip
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _add_integrations(commands: argparse._SubParsersAction) -> None:
+    integrations = _command(
+        commands, "integrations", "connect OpenAI organizations", "grafient integrations list"
+    )
+    sub = integrations.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="the operation"
+    )
+    add = _command(
+        sub, "add", "test an admin key, then save it encrypted and backfill its plan window",
+        "grafient integrations add --label 'Acme Prod' --plan pro --key-stdin < key.txt",
+    )  # fmt: skip
+    add.add_argument("--label", default="", help="a name for this organization (default: its id)")
+    _add_plan_option(add, "--plan", required=True)
+    add.add_argument(
+        "--key-stdin",
+        action="store_true",
+        help="read the key from standard input (default: ask for it, hidden, on the terminal)",
+    )
     add.add_argument(
         "--no-backfill",
         action="store_true",
@@ -267,71 +358,51 @@ def build_parser() -> argparse.ArgumentParser:
         "onboarding sensor when a Dagster webserver is up)",
     )
     add.set_defaults(handler=cmd_integrations_add)
-    listing = sub.add_parser("list", help="integrations, their status and masked keys")
-    listing.add_argument("--json", action="store_true")
+    listing = _command(
+        sub, "list", "integrations, their status and masked keys", "grafient integrations list"
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON array instead")
     listing.set_defaults(handler=cmd_integrations_list)
-    test = sub.add_parser("test", help="re-run Test Connection with the stored key")
-    test.add_argument("id")
+    test = _command(
+        sub, "test", "re-run Test Connection with the stored key",
+        "grafient integrations test acme-prod",
+    )  # fmt: skip
+    _add_id(test)
     test.set_defaults(handler=cmd_integrations_test)
-    remove = sub.add_parser("remove", help="delete an integration and its key")
-    remove.add_argument("id")
+    remove = _command(
+        sub, "remove", "delete an integration and its key",
+        "grafient integrations remove acme-prod --purge",
+    )  # fmt: skip
+    _add_id(remove)
     remove.add_argument("--purge", action="store_true", help="also delete its warehouse rows")
     remove.set_defaults(handler=cmd_integrations_remove)
-    set_plan = sub.add_parser("set-plan", help="change the plan (an upgrade backfills new days)")
-    set_plan.add_argument("id")
-    set_plan.add_argument("plan", choices=PLANS)
+    set_plan = _command(
+        sub, "set-plan", "change the plan (an upgrade backfills the new days)",
+        "grafient integrations set-plan acme-prod Pro",
+    )  # fmt: skip
+    _add_id(set_plan)
+    _add_plan_option(set_plan, "plan", required=True)
     set_plan.set_defaults(handler=cmd_integrations_set_plan)
-
-    sync = commands.add_parser("sync", help="Force Sync (default: yesterday and today)")
-    sync.add_argument("id")
-    sync.add_argument("--start", help="first date, YYYY-MM-DD (UTC)")
-    sync.add_argument("--end", help="last date, YYYY-MM-DD (UTC)")
-    sync.set_defaults(handler=cmd_sync)
-    backfill = commands.add_parser("backfill", help="sync the whole plan window now")
-    backfill.add_argument("id")
-    backfill.set_defaults(handler=cmd_backfill)
-
-    sql = commands.add_parser("sql", help="run SQL on the warehouse (trusted operators only)")
-    sql.add_argument("query")
-    sql.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    sql.set_defaults(handler=cmd_sql)
-
-    from grafient_pipeline.openai.emulator import add_emulator_arguments
-
-    emulator = commands.add_parser("emulator", help="a local OpenAI Costs API for demos and tests")
-    add_emulator_arguments(emulator)
-    emulator.set_defaults(handler=cmd_emulator)
-
-    keys = commands.add_parser("keys", help="master key operations")
-    keys_sub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
-    rotate = keys_sub.add_parser(
-        "rotate", help="re-encrypt every stored key under a new master key"
-    )
-    rotate.set_defaults(handler=cmd_keys_rotate)
-
-    demo = commands.add_parser("demo", help="emulator + two demo integrations + the Dagster UI")
-    demo.add_argument("--no-ui", action="store_true", help="stop after the backfills and summary")
-    demo.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
-    demo.add_argument("--emulator-port", type=int, default=0, help="default: a free port")
-    demo.set_defaults(handler=cmd_demo)
-    return parser
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from grafient_pipeline.demo import DemoError
     from grafient_pipeline.openai.client import CostsApiError
     from grafient_pipeline.registry import RegistryError
+    from grafient_pipeline.report import ReportError
     from grafient_pipeline.runs import SyncError
     from grafient_pipeline.vault import VaultError
     from grafient_pipeline.warehouse import WarehouseBusyError
 
     return (
         CliError,
+        operations.OperationError,
         DemoError,
         SettingsError,
         PlanError,
         CostsApiError,
         RegistryError,
+        ReportError,
         VaultError,
         SyncError,
         WarehouseBusyError,
@@ -345,12 +416,30 @@ def _quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+def _reader_went_away() -> int:
+    """`grafient sql ... | head`: stop quietly, as Unix tools do, with SIGPIPE's exit status.
+
+    What is still buffered for stdout goes to /dev/null, so the interpreter's final flush
+    cannot fail with a second message.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor: nothing to flush
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_library_warnings()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BrokenPipeError:  # `grafient --help | head -1`
+        return _reader_went_away()
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
         return handler(load_settings(), args)
+    except BrokenPipeError:
+        return _reader_went_away()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from grafient_pipeline.console import describe_sync, print_table
 from grafient_pipeline.instance import dagster_environment, prepare_home
+from grafient_pipeline.operations import add_integration, list_integrations, run_backfill
 from grafient_pipeline.settings import Settings
 
 DEMO_INTEGRATIONS = (
@@ -77,10 +79,9 @@ def _start_emulator(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, s
 
 
 def _add_demo_integrations(settings: Settings) -> list[str]:
-    from grafient_pipeline.cli import _registry, add_integration
     from grafient_pipeline.openai.emulator import DEMO_ORGS
 
-    existing = {i.label: i.id for i in _registry(settings).list()}
+    existing = {i.label: i.id for i in list_integrations(settings)}
     ids = []
     for label, plan, org in DEMO_INTEGRATIONS:
         if label in existing:
@@ -94,21 +95,19 @@ def _add_demo_integrations(settings: Settings) -> list[str]:
 
 
 def _backfill(settings: Settings, ids: list[str]) -> None:
-    from grafient_pipeline.cli import _run_backfill
-
     for integration_id in ids:
-        _run_backfill(settings, integration_id, sys.stdout)
+        summary = run_backfill(settings, integration_id, sys.stdout)
+        print(describe_sync(summary))
 
 
 def print_summary(settings: Settings) -> None:
-    from grafient_pipeline.cli import _print_table
     from grafient_pipeline.warehouse import connect
 
     with connect(settings.warehouse, read_only=True) as conn:
         for title, query in SUMMARY_SQL.items():
             cursor = conn.execute(query)
             print(f"\n{title}")
-            _print_table([d[0] for d in cursor.description], cursor.fetchall())
+            print_table([d[0] for d in cursor.description], cursor.fetchall())
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

@@ -63,6 +63,11 @@ def upgrade_window(already_backfilled_days: int, plan: str, today: date) -> Date
 
 def check_range(plan: str, requested: DateRange, today: date) -> None:
     """Refuse a range that reaches before the plan window or into the future."""
+    if requested.start > today:
+        raise PlanError(
+            f"the start date {requested.start.isoformat()} is in the future: the latest date to "
+            f"sync is today, {today.isoformat()} (UTC)"
+        )
     if requested.end < requested.start:
         raise PlanError(f"the range {requested} ends before it starts")
     earliest = earliest_allowed_date(plan, today)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from grafient_pipeline.plans import PLANS
+from grafient_pipeline.redact import scrub
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.vault import TOKEN_VERSION, Vault, load_vault, token_key_id
 
@@ -34,8 +35,7 @@ MAX_SLUG = 48
 MAX_ERROR = 2000
 BUSY_TIMEOUT_S = 5.0
 LOCK_RETRIES = 6
-ID_PATTERN = re.compile(r"^[a-z0-9-]{1,64}$")
-SECRET_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
+ID_PATTERN = re.compile(r"[a-z0-9-]{1,64}")  # whole string: fullmatch (`$` allows a final \n)
 FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 
 # Each migration is a list of single SQL statements, applied in order, once, in one transaction.
@@ -151,6 +151,12 @@ class Registry:
     def list(self) -> list[Integration]:
         sql = f"SELECT {COLUMNS} FROM integrations ORDER BY created_at, rowid"
         return self._read(lambda conn: [_to_integration(r) for r in conn.execute(sql)])
+
+    def is_retired(self, integration_id: str) -> bool:
+        """True for the id of an integration that was removed (ids are never reused)."""
+        _check_id(integration_id)
+        sql = "SELECT 1 FROM retired_ids WHERE id = ?"
+        return self._read(lambda conn: conn.execute(sql, (integration_id,)).fetchone() is not None)
 
     def api_key(self, integration_id: str) -> str:
         _check_id(integration_id)
@@ -560,7 +566,7 @@ def _check_org(organization_id: str | None) -> str | None:
 
 
 def _check_id(integration_id: str) -> None:
-    if not isinstance(integration_id, str) or not ID_PATTERN.match(integration_id):
+    if not isinstance(integration_id, str) or not ID_PATTERN.fullmatch(integration_id):
         raise IntegrationNotFound(
             "not an integration id: ids are lowercase letters, digits and dashes "
             "(up to 64); see `grafient integrations list`"
@@ -577,7 +583,7 @@ def _clean_error(error: str | None) -> str | None:
     """Error text for last_error: anything shaped like an OpenAI key is redacted."""
     if error is None:
         return None
-    return SECRET_PATTERN.sub("sk-***", str(error))[:MAX_ERROR]
+    return scrub(str(error))[:MAX_ERROR]
 
 
 def _iso(moment: datetime) -> str:

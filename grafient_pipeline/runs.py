@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from grafient_pipeline.console import say_waiting
 from grafient_pipeline.instance import get_instance
 from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.plans import DateRange, check_range
@@ -62,8 +63,6 @@ def webserver_is_up(url: str) -> bool:
 
 
 def _slice_state(settings: Settings, piece: Slice) -> tuple[int, Decimal]:
-    from grafient_pipeline.cli import say_waiting
-
     with connect(settings.warehouse, on_wait=say_waiting) as conn:
         ensure_schema(conn)
         return slice_totals(conn, "fct_costs", piece)
