@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test demo lint bench clean
 
+# Quiet: pip's errors still show (-qq hides its info and warnings, such as an index it skips).
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing grafient-pipeline and its dependencies into $(VENV) (about a minute)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -qq --upgrade pip
+	@$(BIN)/python -m pip install -qq -e '.[dev]'
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -22,7 +24,7 @@ test: lint
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/grafient demo
+	@$(BIN)/grafient demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

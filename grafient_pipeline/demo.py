@@ -24,7 +24,19 @@ DEMO_INTEGRATIONS = (
     ("Acme Production", "free", "org-acme-prod"),
     ("Acme Research", "pro", "org-acme-research"),
 )
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The repository's workspace.yaml, written into GRAFIENT_HOME: an installed wheel has no checkout,
+# and the code location keeps its name whichever way the UI was started.
+WORKSPACE_YAML = """\
+load_from:
+  - python_module:
+      module_name: grafient_pipeline.definitions
+      attribute: defs
+      location_name: grafient_pipeline
+"""
+# `backfill_policy` is in beta in Dagster 1.13; the design relies on it (one run per backfill),
+# so the demo's UI does not print that warning once per asset. A message prefix, not the class:
+# PYTHONWARNINGS cannot name a category from a package it has not imported yet.
+QUIET_WARNINGS = "ignore:Parameter `backfill_policy` of function `asset` is currently in beta"
 
 
 class DemoError(RuntimeError):
@@ -52,11 +64,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_http(url: str, seconds: float, process: subprocess.Popen) -> None:
+def _wait_http(url: str, seconds: float, process: subprocess.Popen, name: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise DemoError(f"{process.args[0]} exited early (code {process.returncode})")
+            raise DemoError(f"{name} exited early (code {process.returncode}); see its output")
         try:
             httpx.get(url, timeout=1)
             return
@@ -74,7 +86,7 @@ def _start_emulator(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, s
         start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}/v1"
-    _wait_http(f"{base_url}/organization/costs", 30, process)
+    _wait_http(f"{base_url}/organization/costs", 30, process, "the emulator")
     return process, base_url
 
 
@@ -167,28 +179,36 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
         _stop(processes)
 
 
-def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) -> int:
+def write_workspace(settings: Settings) -> Path:
+    path = settings.dagster_home / "workspace.yaml"
+    if not path.exists() or path.read_text() != WORKSPACE_YAML:
+        path.write_text(WORKSPACE_YAML)
+    return path
+
+
+def ui_command(workspace: Path, port: int) -> list[str]:
+    """`dg dev` (Dagster's CLI for local development) on the workspace; warnings and errors only."""
+    listen = ["-h", "127.0.0.1", "-p", str(port)]
+    dg_dev = [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(workspace)]
+    return [*dg_dev, *listen, "--log-level", "warning"]
+
+
+def ui_environment(settings: Settings) -> dict[str, str]:
     env = dagster_environment(settings)
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
+    return env
+
+
+def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) -> int:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(PROJECT_ROOT / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        cwd=PROJECT_ROOT,
+        ui_command(write_workspace(settings), port),
+        env=ui_environment(settings),
+        cwd=settings.home,  # not the caller's folder: nothing there is imported
         start_new_session=True,
     )
     processes.append(process)
     url = f"http://127.0.0.1:{port}"
-    _wait_http(f"{url}/server_info", 120, process)
+    _wait_http(f"{url}/server_info", 120, process, "dg dev")
     print(
         f"\n5. Dagster UI: {url}/asset-groups  (assets, partitions, runs; Ctrl-C stops everything)"
     )
@@ -200,4 +220,4 @@ def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) 
     except KeyboardInterrupt:
         print("\nstopping the UI and the emulator")
         return 0
-    raise DemoError(f"dagster dev exited on its own (code {process.returncode}); see its output")
+    raise DemoError(f"dg dev exited on its own (code {process.returncode}); see its output")

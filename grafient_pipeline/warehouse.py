@@ -1,5 +1,8 @@
 """DuckDB helpers and the runner for the SQL models in `dbt_like_sql/`.
 
+People edit the models in the repository's `dbt_like_sql/`; `grafient_pipeline/sql` is a link to
+that folder, so a wheel ships them as package data and a checkout reads the very same files.
+
 Each SQL file builds one model; its header names what it builds, from what, and a
 `-- depends_on:` line. Statements use named parameters (`$integration_id`) bound by DuckDB,
 never string formatting.
@@ -21,7 +24,7 @@ import duckdb
 
 from grafient_pipeline.openai.line_items import parse_line_item
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 SCHEMA_MODELS = ("schema", "v_daily_costs", "v_month_to_date", "focus_costs")
 # What a slice's raw rows are rebuilt into, in one transaction with them.
 MART_MODELS = ["fct_costs", "rollup_model_daily", "rollup_token_type_daily"]
@@ -60,8 +63,13 @@ def _split_statements(text: str) -> tuple[str, ...]:
 @cache
 def load_models(sql_dir: Path = SQL_DIR) -> dict[str, SqlModel]:
     """All models, in dependency order."""
+    paths = sorted(sql_dir.glob("*.sql"))
+    if not paths:  # an install built without its package data: say so, not a TypeError later
+        raise FileNotFoundError(
+            f"no SQL models in {sql_dir}: reinstall grafient-pipeline from a complete build"
+        )
     models: dict[str, SqlModel] = {}
-    for path in sorted(sql_dir.glob("*.sql")):
+    for path in paths:
         text = path.read_text(encoding="utf-8")
         found = _DEPENDS_ON.search(text)
         deps = tuple(d.strip() for d in found.group(1).split(",") if d.strip()) if found else ()
@@ -140,7 +148,8 @@ def connect(
     `on_wait(wait_seconds)` is called once, when the first attempt finds the file locked.
     """
     if not database.startswith("md:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # Usually GRAFIENT_HOME, made here when `grafient sql` is the first command: private.
+        Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     delay = 0.05
     while True:
