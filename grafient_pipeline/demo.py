@@ -36,7 +36,6 @@ load_from:
 # `backfill_policy` is in beta in Dagster 1.13; the design relies on it (one run per backfill),
 # so the demo's UI does not print that warning once per asset. A message prefix, not the class:
 # PYTHONWARNINGS cannot name a category from a package it has not imported yet.
-QUIET_WARNINGS = "ignore:Parameter `backfill_policy` of function `asset` is currently in beta"
 
 
 class DemoError(RuntimeError):
@@ -193,16 +192,10 @@ def ui_command(workspace: Path, port: int) -> list[str]:
     return [*dg_dev, *listen, "--log-level", "warning"]
 
 
-def ui_environment(settings: Settings) -> dict[str, str]:
-    env = dagster_environment(settings)
-    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), QUIET_WARNINGS]))
-    return env
-
-
 def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) -> int:
     process = subprocess.Popen(
         ui_command(write_workspace(settings), port),
-        env=ui_environment(settings),
+        env=dagster_environment(settings),
         cwd=settings.home,  # not the caller's folder: nothing there is imported
         start_new_session=True,
     )

@@ -60,11 +60,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     # Ids of removed integrations are never handed out again: their warehouse rows may remain.
     ("CREATE TABLE retired_ids (id TEXT PRIMARY KEY, removed_at TEXT NOT NULL)",),
+    # Where each integration's API is (the demo's emulator, a proxy): NULL is the provider's own.
+    ("ALTER TABLE integrations ADD COLUMN base_url TEXT",),
 ]
 
 COLUMNS = (
     "id, provider, label, plan, organization_id, status, last_error, created_at, "
-    "last_synced_at, key_hint, backfilled_days"
+    "last_synced_at, key_hint, backfilled_days, base_url"
 )
 
 
@@ -101,6 +103,7 @@ class Integration:
     last_synced_at: datetime | None
     key_hint: str
     backfilled_days: int
+    base_url: str | None = None  # None: the provider's public API
 
     def public_dict(self) -> dict[str, Any]:
         synced = self.last_synced_at.isoformat() if self.last_synced_at else None
@@ -168,7 +171,14 @@ class Registry:
     # --- writes --------------------------------------------------------------------------
 
     def add(
-        self, label: str, plan: str, api_key: str, organization_id: str | None = None
+        self,
+        label: str,
+        plan: str,
+        api_key: str,
+        organization_id: str | None = None,
+        *,
+        provider: str = PROVIDER,
+        base_url: str | None = None,
     ) -> Integration:
         plan = _check_plan(plan)
         secret = _check_api_key(api_key)
@@ -178,14 +188,15 @@ class Registry:
         def insert(conn: sqlite3.Connection) -> str:
             name = label or _generated_label(conn, org)
             _refuse_duplicate(conn, name)
-            _refuse_same_organization(conn, PROVIDER, org)
+            _refuse_same_organization(conn, provider, org)
             new_id = _free_id(conn, slugify(name))
             token = self._vault.encrypt(new_id, secret, self._encrypt_key_id(conn))
             conn.execute(
                 "INSERT INTO integrations (id, provider, label, label_key, plan, organization_id,"
-                " status, created_at, key_hint, key_token) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (new_id, PROVIDER, name, _label_key(name), plan, org, "backfilling",
-                 _iso(datetime.now(UTC)), key_hint(secret), token),
+                " status, created_at, key_hint, key_token, base_url)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (new_id, provider, name, _label_key(name), plan, org, "backfilling",
+                 _iso(datetime.now(UTC)), key_hint(secret), token, base_url),
             )  # fmt: skip
             return new_id
 
@@ -458,6 +469,7 @@ def _to_integration(row: tuple[Any, ...]) -> Integration:
         last_synced_at=datetime.fromisoformat(row[8]) if row[8] else None,
         key_hint=row[9],
         backfilled_days=int(row[10]),
+        base_url=row[11],
     )
 
 

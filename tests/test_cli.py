@@ -95,7 +95,10 @@ def test_add_refuses_keys_that_fail_test_connection(settings, key, expected):
 def test_bad_input_is_one_line_and_non_zero(settings):
     assert add().returncode == 0
     duplicate = add()
-    assert duplicate.returncode == 1 and "already connected" in duplicate.stderr.lower()
+    assert duplicate.returncode == 1 and "label" in duplicate.stderr.lower()
+    same_org = add(label="Acme Again")  # the same organization under another label
+    assert same_org.returncode == 1 and "already connected as 'Acme Prod'" in same_org.stderr
+    assert "set-key acme-prod" in same_org.stderr
     for args in (
         ("integrations", "test", "no-such-id"),
         ("integrations", "remove", "no-such-id"),
