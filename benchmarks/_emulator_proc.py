@@ -18,7 +18,7 @@ import json
 import sys
 from datetime import UTC, date, datetime
 
-from grafient_pipeline.openai.emulator import CostsEmulator
+from grafient_pipeline.providers.openai.emulator import CostsEmulator
 
 
 def main() -> int:

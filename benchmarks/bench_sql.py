@@ -37,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save_result, utc_today
 
 from grafient_pipeline.migrations.warehouse import ensure_schema
-from grafient_pipeline.openai.emulator import LINE_ITEMS
 from grafient_pipeline.plans import DateRange
-from grafient_pipeline.sync import Slice, build_rollup, insert_line_items
+from grafient_pipeline.providers.openai.dim_line_items import insert_line_items
+from grafient_pipeline.providers.openai.emulator import LINE_ITEMS
+from grafient_pipeline.sync import Slice, build_rollup
 from grafient_pipeline.warehouse import connect, transaction
 
 TARGET_MS = 100.0

@@ -3,7 +3,7 @@
 -- item stands in for it, in lowercase with whitespace runs collapsed (the parser's LineItem.charge),
 -- so `Web search tool calls` and `web search tool calls` are one row. Every dollar of fct_costs
 -- appears in exactly one row here.
--- depends_on: fct_costs
+-- depends_on: schema
 DELETE FROM rollup_model_daily
 WHERE integration_id = $integration_id
   AND cost_date BETWEEN $start_date::DATE AND $end_date::DATE;

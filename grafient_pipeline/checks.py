@@ -16,9 +16,8 @@ import duckdb
 from grafient_pipeline.sync import Slice, daily_totals
 
 CURRENCY = "usd"  # every *_usd column holds US dollars, and nothing else
-# (check name, upstream table, downstream table), in build order.
-RECONCILIATIONS = (
-    ("reconciles_with_raw", "raw_openai_costs", "fct_costs"),
+# (check name, upstream table, downstream table) after the raw table, in build order.
+ROLLUP_RECONCILIATIONS = (
     ("reconciles_with_fct", "fct_costs", "rollup_model_daily"),
     ("reconciles_with_fct", "fct_costs", "rollup_token_type_daily"),
 )
@@ -57,8 +56,9 @@ def reconcile(
     ]
 
 
-def require_reconciled(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
-    for check, upstream, downstream in RECONCILIATIONS:
+def require_reconciled(conn: duckdb.DuckDBPyConnection, piece: Slice, raw_table: str) -> None:
+    pairs = (("reconciles_with_raw", raw_table, "fct_costs"), *ROLLUP_RECONCILIATIONS)
+    for check, upstream, downstream in pairs:
         mismatches = reconcile(conn, upstream, downstream, piece)
         if mismatches:
             m = mismatches[0]
@@ -72,11 +72,13 @@ def require_reconciled(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
             )
 
 
-def foreign_currency(conn: duckdb.DuckDBPyConnection, piece: Slice) -> tuple[date, str] | None:
+def foreign_currency(
+    conn: duckdb.DuckDBPyConnection, piece: Slice, raw_table: str
+) -> tuple[date, str] | None:
     """The first day and currency of a result not in US dollars (codes compare case-insensitively;
     a result without a currency is not known to be in dollars)."""
     row = conn.execute(
-        "SELECT bucket_start::DATE, coalesce(currency, '(none)') FROM raw_openai_costs "
+        f"SELECT bucket_start::DATE, coalesce(currency, '(none)') FROM {raw_table} "
         "WHERE integration_id = $integration_id "
         "AND bucket_start >= $start_date::TIMESTAMP "
         "AND bucket_start < $end_date::TIMESTAMP + INTERVAL 1 DAY "
@@ -86,13 +88,13 @@ def foreign_currency(conn: duckdb.DuckDBPyConnection, piece: Slice) -> tuple[dat
     return None if row is None else (row[0], row[1])
 
 
-def require_usd(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
-    found = foreign_currency(conn, piece)
+def require_usd(conn: duckdb.DuckDBPyConnection, piece: Slice, raw_table: str) -> None:
+    found = foreign_currency(conn, piece, raw_table)
     if found is not None:
         day, currency = found
         raise SliceRejected(
             "single_currency",
-            "raw_openai_costs",
+            raw_table,
             piece,
             day,
             f"an amount is in {currency!r}, and Grafient records US dollars only "

@@ -178,7 +178,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.openai.emulator import run_from_args
+    from grafient_pipeline.providers.openai.emulator import run_from_args
 
     return run_from_args(args)
 
@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sql.set_defaults(handler=cmd_sql)
 
-    from grafient_pipeline.openai.emulator import add_emulator_arguments
+    from grafient_pipeline.providers.openai.emulator import add_emulator_arguments
 
     emulator = _command(
         commands, "emulator", "a local OpenAI Costs API for demos and tests",
@@ -387,7 +387,7 @@ def _add_integrations(commands: argparse._SubParsersAction) -> None:
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from grafient_pipeline.demo import DemoError
-    from grafient_pipeline.openai.client import CostsApiError
+    from grafient_pipeline.providers.openai.client import CostsApiError
     from grafient_pipeline.registry import RegistryError
     from grafient_pipeline.report import ReportError
     from grafient_pipeline.runs import SyncError

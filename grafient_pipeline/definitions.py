@@ -1,42 +1,29 @@
-"""The one Definitions object that workspace.yaml loads."""
+"""The one Definitions object that workspace.yaml and `dg` load: the defs/ folder's concerns plus
+the resources, which depend on the settings of the process that loads them."""
 
 from __future__ import annotations
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from grafient_pipeline.assets import cost_assets
-from grafient_pipeline.automation import (
-    daily_openai_sync,
-    failed_batch_fallback,
-    force_sync,
-    freshness_job,
-    freshness_schedule,
-    integrations_sensor,
-    openai_costs_job,
-    yesterday_synced,
-)
-from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
+from grafient_pipeline.defs import automation, costs
+from grafient_pipeline.defs.resources import CostsApiResource, RegistryResource
 from grafient_pipeline.settings import Settings, load_settings
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
     return {
         "duckdb": DuckDBResource(database=settings.warehouse),
-        "openai_api": OpenAICostsResource(base_url=settings.openai_base_url),
+        "costs_api": CostsApiResource(),
         "registry": RegistryResource(home=str(settings.home)),
     }
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(
-        assets=cost_assets,
-        asset_checks=[yesterday_synced],
-        jobs=[openai_costs_job, force_sync, freshness_job],
-        schedules=[daily_openai_sync, freshness_schedule],
-        sensors=[integrations_sensor, failed_batch_fallback],
-        resources=build_resources(settings),
-        executor=dg.in_process_executor,
+    return dg.Definitions.merge(
+        costs.defs,
+        automation.defs,
+        dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
     )
 
 

@@ -90,7 +90,7 @@ def _start_emulator(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, s
 
 
 def _add_demo_integrations(settings: Settings) -> list[str]:
-    from grafient_pipeline.openai.emulator import DEMO_ORGS
+    from grafient_pipeline.providers.openai.emulator import DEMO_ORGS
 
     existing = {i.label: i.id for i in list_integrations(settings)}
     ids = []

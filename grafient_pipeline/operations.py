@@ -16,7 +16,7 @@ from grafient_pipeline.plans import DateRange, backfill_window, parse_plan
 from grafient_pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from grafient_pipeline.openai.client import ConnectionCheck
+    from grafient_pipeline.providers.openai.client import ConnectionCheck
     from grafient_pipeline.registry import Integration, Registry
     from grafient_pipeline.report import MonthReport
     from grafient_pipeline.runs import SyncSummary
@@ -43,7 +43,7 @@ def list_integrations(settings: Settings) -> list[Integration]:
 
 def add_integration(settings: Settings, label: str, plan: str, key: str) -> str:
     """Test Connection, then save the key encrypted; returns the new integration's id."""
-    from grafient_pipeline.openai.client import CostsClient
+    from grafient_pipeline.providers.openai.client import CostsClient
     from grafient_pipeline.runs import _ensure_partition
 
     plan = parse_plan(plan)
@@ -59,7 +59,7 @@ def add_integration(settings: Settings, label: str, plan: str, key: str) -> str:
 
 def test_integration(settings: Settings, integration_id: str) -> tuple[str, ConnectionCheck]:
     """Test Connection with the stored key; sets the status `active` or `error`."""
-    from grafient_pipeline.openai.client import CostsClient
+    from grafient_pipeline.providers.openai.client import CostsClient
 
     registry = open_registry(settings)
     integration = registry.get(integration_id)

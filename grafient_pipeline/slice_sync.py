@@ -1,7 +1,7 @@
 """One slice's sync, start to finish, as plain Python (the assets call it; no Dagster here).
 
-Fetch the slice's buckets, stage them on disk, load them into raw_openai_costs on a second
-thread, then, in the SAME transaction, rebuild fct_costs and the rollups, run the blocking
+Fetch the slice's buckets, stage them on disk, load them into the provider's raw table on a
+second thread, then, in the SAME transaction, rebuild fct_costs and the rollups, run the blocking
 checks and make sure the integration still exists: only then commit. So after any failure
 (API error, a check, a full disk, a purge that came first) the four tables still agree with
 each other and hold the previous rows.
@@ -20,7 +20,7 @@ from typing import Protocol
 import duckdb
 
 from grafient_pipeline.checks import require_reconciled, require_usd
-from grafient_pipeline.openai.costs_page import CostBucket
+from grafient_pipeline.providers.base import CostBucket, Provider
 from grafient_pipeline.sync import Slice, SliceLoader, build_marts, stage_chunks, staging_prefix
 
 # A staged file holds about this many results (10 days of a 10,000-a-day organization): loading
@@ -54,6 +54,7 @@ class SliceSynced:
 
 def sync_slice(
     piece: Slice,
+    provider: Provider,
     source: BucketSource,
     connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
     *,
@@ -65,15 +66,17 @@ def sync_slice(
     """Replace the slice in all four tables in one transaction, or leave them as they were."""
 
     def finalize(conn: duckdb.DuckDBPyConnection) -> None:
-        require_usd(conn, piece)
-        build_marts(conn, piece, today)
-        require_reconciled(conn, piece)
+        require_usd(conn, piece, provider.raw_table)
+        build_marts(conn, piece, today, provider)
+        require_reconciled(conn, piece, provider.raw_table)
         if not still_registered():
             raise IntegrationRemoved(
                 f"{piece.integration_id} was removed while it was syncing: nothing was written"
             )
 
-    loader = SliceLoader(connect, piece, run_id, before_commit=finalize)
+    loader = SliceLoader(
+        connect, piece, run_id, before_commit=finalize, raw_table=provider.raw_table
+    )
     rows = buckets = 0
     try:
         fetched = source.iter_buckets(piece.dates.start, piece.dates.end)

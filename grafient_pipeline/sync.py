@@ -22,12 +22,12 @@ from pathlib import Path
 import duckdb
 
 from grafient_pipeline.migrations.warehouse import ensure_schema
-from grafient_pipeline.openai.costs_page import CostBucket, CostResult
 from grafient_pipeline.plans import DateRange
+from grafient_pipeline.providers import PROVIDERS
+from grafient_pipeline.providers.base import CostBucket, CostResult, Provider
 from grafient_pipeline.warehouse import (
-    MART_MODELS,
+    ROLLUP_MODELS,
     bulk_write_settings,
-    insert_line_items,
     run_models,
     transaction,
 )
@@ -189,6 +189,7 @@ def load_staged(
     run_id: str,
     *,
     replace: bool,
+    raw_table: str,
 ) -> None:
     """Add a staged file's rows to the slice, first deleting the slice if ``replace`` (in the
     caller's transaction)."""
@@ -199,14 +200,15 @@ def load_staged(
         "fetched_at": datetime.now(UTC).replace(tzinfo=None),
         "replace": replace,
     }
-    run_models(conn, ["raw_openai_costs"], params)
+    run_models(conn, [raw_table], params)
 
 
 _DONE, _ABORT = object(), object()
 
 
 class SliceLoader:
-    """Loads a slice's staged files into raw_openai_costs on a thread, while the fetch goes on.
+    """Loads a slice's staged files into its provider's raw table on a thread, while the fetch
+    goes on.
 
     The fetch is Python (one core) and the load is DuckDB (which releases the GIL), so a big
     backfill's load hides behind its parsing. All files of the slice go in ONE transaction,
@@ -222,9 +224,12 @@ class SliceLoader:
         connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
         piece: Slice,
         run_id: str,
+        *,
+        raw_table: str,
         before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
         self._connect, self._piece, self._run_id = connect, piece, run_id
+        self._raw_table = raw_table
         self._before_commit = before_commit
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2)  # files on disk stay bounded
         self._error: BaseException | None = None
@@ -282,7 +287,14 @@ class SliceLoader:
                     first = True
                     while isinstance(item, StagedFetch):
                         try:
-                            load_staged(conn, self._piece, item, self._run_id, replace=first)
+                            load_staged(
+                                conn,
+                                self._piece,
+                                item,
+                                self._run_id,
+                                replace=first,
+                                raw_table=self._raw_table,
+                            )
                         finally:
                             discard(item.path)
                         first, item = False, self._queue.get()
@@ -300,26 +312,16 @@ class _Aborted(Exception):
     """Rolls the slice's transaction back when the fetch failed."""
 
 
-def _register_line_items(conn: duckdb.DuckDBPyConnection, piece: Slice) -> None:
-    """Parse (in Python, one parser for the whole project) the slice's new line items."""
-    new_items = conn.execute(
-        """
-        SELECT DISTINCT r.line_item FROM raw_openai_costs r
-        WHERE r.integration_id = $integration_id
-          AND r.bucket_start >= $start_date::TIMESTAMP
-          AND r.bucket_start < $end_date::TIMESTAMP + INTERVAL 1 DAY
-          AND r.line_item IS NOT NULL
-          AND r.line_item NOT IN (SELECT line_item FROM dim_line_items)
-        """,
-        piece.params,
-    ).fetchall()
-    insert_line_items(conn, [text for (text,) in new_items])
-
-
-def build_marts(conn: duckdb.DuckDBPyConnection, piece: Slice, today: date) -> None:
-    """Rebuild the slice of fct_costs and both rollups from raw (in the caller's transaction)."""
-    _register_line_items(conn, piece)
-    run_models(conn, MART_MODELS, {**piece.params, "today": today})
+def build_marts(
+    conn: duckdb.DuckDBPyConnection, piece: Slice, today: date, provider: Provider
+) -> None:
+    """Rebuild the slice of fct_costs from the provider's raw table, then both rollups (in the
+    caller's transaction)."""
+    params = {**piece.params, "today": today}
+    if provider.prepare_fct is not None:
+        provider.prepare_fct(conn, params)
+    run_models(conn, [provider.fct_model], params)
+    run_models(conn, ROLLUP_MODELS, params)
 
 
 def build_rollup(conn: duckdb.DuckDBPyConnection, model: str, piece: Slice) -> None:
@@ -369,7 +371,7 @@ def refresh_dim_integrations(
 
 # Every warehouse table that holds rows of an integration (a purge empties them all).
 INTEGRATION_TABLES = (
-    "raw_openai_costs",
+    *(p.raw_table for p in PROVIDERS.values()),
     "fct_costs",
     "rollup_model_daily",
     "rollup_token_type_daily",
@@ -384,19 +386,14 @@ def purge_integration(conn: duckdb.DuckDBPyConnection, integration_id: str) -> N
             conn.execute(f"DELETE FROM {table} WHERE integration_id = ?", [integration_id])
 
 
-_DATE_COLUMN = {
-    "raw_openai_costs": "bucket_start::DATE",
-    "fct_costs": "cost_date",
-    "rollup_model_daily": "cost_date",
-    "rollup_token_type_daily": "cost_date",
-}
-_AMOUNT_COLUMN = {"raw_openai_costs": "amount_value"}
+# Raw tables: (day, USD amount) columns; the other tables have cost_date and amount_usd.
+_RAW_COLUMNS = {p.raw_table: ("bucket_start::DATE", p.raw_usd_column) for p in PROVIDERS.values()}
+_DEFAULT_COLUMNS = ("cost_date", "amount_usd")
 
 
 def slice_totals(conn: duckdb.DuckDBPyConnection, table: str, piece: Slice) -> tuple[int, Decimal]:
     """Row count and exact total of a table's slice."""
-    day = _DATE_COLUMN[table]
-    amount = _AMOUNT_COLUMN.get(table, "amount_usd")
+    day, amount = _RAW_COLUMNS.get(table, _DEFAULT_COLUMNS)
     count, total = conn.execute(
         f"SELECT count(*), coalesce(sum({amount}), 0) FROM {table} "
         f"WHERE integration_id = $integration_id AND {day} BETWEEN $start_date AND $end_date",
@@ -406,8 +403,7 @@ def slice_totals(conn: duckdb.DuckDBPyConnection, table: str, piece: Slice) -> t
 
 
 def daily_totals(conn: duckdb.DuckDBPyConnection, table: str, piece: Slice) -> dict[date, Decimal]:
-    day = _DATE_COLUMN[table]
-    amount = _AMOUNT_COLUMN.get(table, "amount_usd")
+    day, amount = _RAW_COLUMNS.get(table, _DEFAULT_COLUMNS)
     rows = conn.execute(
         f"SELECT {day} AS d, sum({amount}) FROM {table} "
         f"WHERE integration_id = $integration_id AND {day} BETWEEN $start_date AND $end_date "

@@ -22,12 +22,14 @@ from typing import Any
 
 import duckdb
 
-from grafient_pipeline.openai.line_items import parse_line_item
+from grafient_pipeline.providers import PROVIDERS
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-SCHEMA_MODELS = ("schema", "v_daily_costs", "v_month_to_date", "focus_costs")
-# What a slice's raw rows are rebuilt into, in one transaction with them.
-MART_MODELS = ["fct_costs", "rollup_model_daily", "rollup_token_type_daily"]
+# The tables (provider-agnostic, then each provider's), then the views over them.
+TABLE_MODELS = ("schema", *(f"schema_{name}" for name in PROVIDERS))
+SCHEMA_MODELS = (*TABLE_MODELS, "v_daily_costs", "v_month_to_date", "focus_costs")
+# What fct_costs rows are rolled up into, in the same transaction as the slice they come from.
+ROLLUP_MODELS = ["rollup_model_daily", "rollup_token_type_daily"]
 # How the sync writes run (see `bulk_write_settings`).
 BULK_WRITE_SETTINGS = {"memory_limit": "'256MB'", "preserve_insertion_order": "false"}
 _DEPENDS_ON = re.compile(r"^--\s*depends_on:\s*(.*)$", re.MULTILINE)
@@ -62,12 +64,14 @@ def _split_statements(text: str) -> tuple[str, ...]:
 
 @cache
 def load_models(sql_dir: Path = SQL_DIR) -> dict[str, SqlModel]:
-    """All models, in dependency order."""
+    """All models (the shared ones in ``sql_dir``, then each provider's), in dependency order."""
     paths = sorted(sql_dir.glob("*.sql"))
     if not paths:  # an install built without its package data: say so, not a TypeError later
         raise FileNotFoundError(
             f"no SQL models in {sql_dir}: reinstall grafient-pipeline from a complete build"
         )
+    for provider in PROVIDERS.values():
+        paths += sorted(provider.sql_dir.glob("*.sql"))
     models: dict[str, SqlModel] = {}
     for path in paths:
         text = path.read_text(encoding="utf-8")
@@ -85,23 +89,6 @@ def run_models(
     for name, model in load_models().items():
         if name in names:
             model.run(conn, params)
-
-
-def insert_line_items(conn: duckdb.DuckDBPyConnection, texts: list[str]) -> None:
-    """Add line items to dim_line_items, parsed by the project's one parser."""
-    rows = []
-    for text in texts:
-        item = parse_line_item(text)
-        rows.append(
-            (text, item.model, item.token_type, item.service_tier, item.modality,
-             item.long_context, item.recognized, item.charge)
-        )  # fmt: skip
-    if rows:
-        conn.executemany(
-            "INSERT INTO dim_line_items (line_item, model, token_type, service_tier, modality, "
-            "long_context, recognized, charge) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
 
 
 def bulk_write_settings(conn: duckdb.DuckDBPyConnection) -> None:

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 
 from grafient_pipeline.definitions import build_definitions
-from grafient_pipeline.openai.emulator import CostsEmulator
 from grafient_pipeline.partitions import range_tags
 from grafient_pipeline.plans import DateRange
+from grafient_pipeline.providers.openai.emulator import CostsEmulator
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.settings import Settings, load_settings
 from grafient_pipeline.sync import utc_today

@@ -9,9 +9,9 @@ import duckdb
 import pytest
 
 from grafient_pipeline.definitions import build_definitions
+from grafient_pipeline.defs.resources import RegistryResource
 from grafient_pipeline.partitions import batch_tags, range_tags, run_slices
 from grafient_pipeline.plans import DateRange
-from grafient_pipeline.resources import RegistryResource
 from grafient_pipeline.sync import utc_today
 from tests.conftest import ADMIN_KEY, ORG_ID, run_range
 

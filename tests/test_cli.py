@@ -19,10 +19,10 @@ import pytest
 
 from grafient_pipeline import cli
 from grafient_pipeline.definitions import build_definitions
+from grafient_pipeline.defs.resources import RegistryResource
 from grafient_pipeline.instance import get_instance
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.registry import IntegrationNotFound
-from grafient_pipeline.resources import RegistryResource
 from grafient_pipeline.runs import SyncSummary
 from grafient_pipeline.sync import Slice, utc_today
 from tests.conftest import ADMIN_KEY, ORG_ID, run_cli

@@ -19,9 +19,10 @@ import respx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grafient_pipeline.openai import client as client_module
-from grafient_pipeline.openai import costs_page
-from grafient_pipeline.openai.client import (
+from grafient_pipeline.providers.base import CostBucket, CostResult
+from grafient_pipeline.providers.openai import client as client_module
+from grafient_pipeline.providers.openai import costs_page
+from grafient_pipeline.providers.openai.client import (
     GROUP_BY,
     BadRequestError,
     ConnectionCheck,
@@ -34,7 +35,6 @@ from grafient_pipeline.openai.client import (
     UpstreamError,
     mask_key,
 )
-from grafient_pipeline.openai.costs_page import CostBucket, CostResult
 
 BASE = "https://api.openai.com/v1"
 URL = f"{BASE}/organization/costs"

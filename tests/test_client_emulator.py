@@ -10,15 +10,15 @@ from decimal import Decimal
 
 import pytest
 
-from grafient_pipeline.openai import client as client_module
-from grafient_pipeline.openai.client import (
+from grafient_pipeline.providers.openai import client as client_module
+from grafient_pipeline.providers.openai.client import (
     CostBucket,
     CostsClient,
     InvalidKeyError,
     MalformedResponseError,
     RateLimitedError,
 )
-from grafient_pipeline.openai.emulator import CostsEmulator
+from grafient_pipeline.providers.openai.emulator import CostsEmulator
 
 ORG = "org-alpha"
 KEY = "sk-admin-alpha-" + "a1b2c3d4" * 4

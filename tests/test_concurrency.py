@@ -19,7 +19,7 @@ import pytest
 
 from grafient_pipeline import cli, warehouse
 from grafient_pipeline.instance import get_instance
-from grafient_pipeline.openai.emulator import CostsEmulator
+from grafient_pipeline.providers.openai.emulator import CostsEmulator
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.settings import Settings, load_settings
 from tests.conftest import last_days

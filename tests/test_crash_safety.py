@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from grafient_pipeline.openai.emulator import CostsEmulator
+from grafient_pipeline.providers.openai.emulator import CostsEmulator
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.settings import Settings
 from tests.conftest import ADMIN_KEY, ORG_ID, last_days, run_range

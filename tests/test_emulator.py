@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from grafient_pipeline.openai.emulator import (
+from grafient_pipeline.providers.openai.emulator import (
     DEMO_ORGS,
     LINE_ITEMS,
     CostsEmulator,
@@ -609,7 +609,7 @@ def test_run_from_args_reports_busy_port(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_run_from_args_prints_base_url_and_stops_on_sigterm() -> None:
     key = "sk-admin-cli-test-0123456789abcdef0123456789abcdef"
-    command = [sys.executable, "-m", "grafient_pipeline.openai.emulator", "--port", "0"]
+    command = [sys.executable, "-m", "grafient_pipeline.providers.openai.emulator", "--port", "0"]
     command += ["--org", f"org-cli={key}", "--results-per-day", "5"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

@@ -30,8 +30,8 @@ import dagster as dg
 import pytest
 
 from grafient_pipeline import resources as resources_module
-from grafient_pipeline.openai.client import INITIAL_BACKOFF, MAX_BACKOFF, CostsClient
-from grafient_pipeline.openai.emulator import CostsEmulator, Faults
+from grafient_pipeline.providers.openai.client import INITIAL_BACKOFF, MAX_BACKOFF, CostsClient
+from grafient_pipeline.providers.openai.emulator import CostsEmulator, Faults
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.settings import Settings, load_settings
 from tests.conftest import ADMIN_KEY, ORG_ID, last_days, run_range

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from grafient_pipeline import cli
-from grafient_pipeline.openai.emulator import CostsEmulator
+from grafient_pipeline.providers.openai.emulator import CostsEmulator
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.sync import utc_today
 from tests.conftest import ADMIN_KEY, OTHER_KEY, run_cli

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from grafient_pipeline.openai.emulator import CostsEmulator
+from grafient_pipeline.providers.openai.emulator import CostsEmulator
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.sync import utc_today

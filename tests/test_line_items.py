@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grafient_pipeline.migrations.warehouse import ensure_schema
-from grafient_pipeline.openai.line_items import (
+from grafient_pipeline.providers.openai.line_items import (
     KNOWN_CHARGES,
     TOKEN_TYPES,
     LineItem,

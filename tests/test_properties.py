@@ -33,8 +33,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from grafient_pipeline.migrations.warehouse import ensure_schema
-from grafient_pipeline.openai.client import CostsClient, MalformedResponseError
 from grafient_pipeline.plans import DateRange
+from grafient_pipeline.providers.openai.client import CostsClient, MalformedResponseError
 from grafient_pipeline.sync import Slice, load_staged, stage_chunks
 from grafient_pipeline.warehouse import transaction
 
@@ -275,7 +275,7 @@ def _load_slice(folder: Path, conn: Any, piece: Slice, buckets: list, run_id: st
     """The sync's path without its loading thread: stage, then replace the slice at once."""
     (staged,) = stage_chunks(buckets, folder, run_id, rows_per_chunk=None)
     with transaction(conn):
-        load_staged(conn, piece, staged, run_id, replace=True)
+        load_staged(conn, piece, staged, run_id, replace=True, raw_table="raw_openai_costs")
 
 
 @settings(PROFILE, max_examples=60)

@@ -10,8 +10,8 @@ import uuid
 import dagster as dg
 
 from grafient_pipeline.definitions import build_definitions
+from grafient_pipeline.defs.resources import RegistryResource
 from grafient_pipeline.instance import get_instance
-from grafient_pipeline.resources import RegistryResource
 from grafient_pipeline.run_workers import HOST_TAG, PID_TAG, worker_tags
 from tests.conftest import ADMIN_KEY, ORG_ID, last_days, run_range
 

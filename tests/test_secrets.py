@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from grafient_pipeline.openai.emulator import DEMO_ORGS, CostsEmulator
+from grafient_pipeline.providers.openai.emulator import DEMO_ORGS, CostsEmulator
 from tests.conftest import run_cli
 from tests.test_idempotency import SECRET_PIECE, key_pieces
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from grafient_pipeline.openai.costs_page import CostBucket, CostResult
 from grafient_pipeline.plans import DateRange
+from grafient_pipeline.providers.base import CostBucket, CostResult
 from grafient_pipeline.sync import Slice, SliceLoader, StagedFetch, stage_chunks
 from grafient_pipeline.warehouse import connect
 
@@ -46,7 +46,7 @@ def _slice(warehouse: str) -> tuple[int, Decimal]:
 
 
 def _load(warehouse: str, staging: Path, buckets: list[CostBucket], run_id: str) -> None:
-    loader = SliceLoader(lambda: connect(warehouse), PIECE, run_id)
+    loader = SliceLoader(lambda: connect(warehouse), PIECE, run_id, raw_table="raw_openai_costs")
     for staged in stage_chunks(buckets, staging, run_id, rows_per_chunk=25):
         loader.put(staged)
     loader.finish()
@@ -96,7 +96,7 @@ def test_a_slice_of_many_files_replaces_the_old_one(tmp_path: Path) -> None:
 def test_abort_keeps_the_old_slice_and_deletes_the_files(tmp_path: Path) -> None:
     warehouse = str(tmp_path / "w.duckdb")
     _load(warehouse, tmp_path / "staging", _buckets(10, 10, 1), "run-1")
-    loader = SliceLoader(lambda: connect(warehouse), PIECE, "run-2")
+    loader = SliceLoader(lambda: connect(warehouse), PIECE, "run-2", raw_table="raw_openai_costs")
     chunks = stage_chunks(_buckets(10, 7, 2), tmp_path / "staging", "run-2", rows_per_chunk=25)
     loader.put(next(chunks))
     loader.put(next(chunks))
@@ -113,7 +113,7 @@ def test_a_failed_load_is_raised_to_the_fetch_and_rolled_back(tmp_path: Path) ->
     _load(warehouse, tmp_path / "staging", _buckets(10, 10, 1), "run-1")
     bad = tmp_path / "bad.stage"
     bad.write_text("not\x1fa staged line\n")
-    loader = SliceLoader(lambda: connect(warehouse), PIECE, "run-2")
+    loader = SliceLoader(lambda: connect(warehouse), PIECE, "run-2", raw_table="raw_openai_costs")
     loader.put(next(stage_chunks(_buckets(2, 5, 2), tmp_path / "staging", "ok", None)))
     loader.put(StagedFetch(bad, 1, 1))
 

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from grafient_pipeline.providers.openai.dim_line_items import insert_line_items
 from grafient_pipeline.warehouse import (
-    MART_MODELS,
+    ROLLUP_MODELS,
     SCHEMA_MODELS,
-    insert_line_items,
+    TABLE_MODELS,
     run_models,
     transaction,
 )
@@ -41,7 +42,7 @@ def _compress_raw_json(conn: duckdb.DuckDBPyConnection) -> None:
     if "COMPRESSION ZSTD" in ddl.upper():
         return
     conn.execute("ALTER TABLE raw_openai_costs RENAME TO raw_openai_costs_before_zstd")
-    run_models(conn, ["schema"], {})
+    run_models(conn, ["schema_openai"], {})
     conn.execute("INSERT INTO raw_openai_costs SELECT * FROM raw_openai_costs_before_zstd")
     conn.execute("DROP TABLE raw_openai_costs_before_zstd")
 
@@ -75,7 +76,7 @@ def rebuild_marts(conn: duckdb.DuckDBPyConnection) -> None:
             "end_date": end,
             "today": today,
         }
-        run_models(conn, MART_MODELS, params)
+        run_models(conn, ["fct_costs_openai", *ROLLUP_MODELS], params)
 
 
 MIGRATIONS = (
@@ -96,7 +97,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
             "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
         )
         applied = _applied(conn)
-        run_models(conn, ["schema"], {})  # tables that do not exist yet, in the newest shape
+        run_models(conn, list(TABLE_MODELS), {})  # tables that do not exist yet, newest shape
         for migration in MIGRATIONS:
             if migration.number in applied:
                 continue

@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from grafient_pipeline.instance import dagster_environment, prepare_home
-from grafient_pipeline.openai.emulator import CostsEmulator
 from grafient_pipeline.plans import DateRange
+from grafient_pipeline.providers.openai.emulator import CostsEmulator
 from grafient_pipeline.settings import Settings, load_settings
 from grafient_pipeline.warehouse import connect
 from tests.conftest import ADMIN_KEY, MASTER_KEY, ORG_ID, run_cli

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from grafient_pipeline.assets import GROUP
+from grafient_pipeline.defs.costs.assets import GROUP
 from tests.e2e.conftest import ASSETS, LOCATION, PROJECT_ROOT, DagsterStack, Onboarded
 
 pytestmark = pytest.mark.e2e

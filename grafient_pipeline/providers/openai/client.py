@@ -23,7 +23,18 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from grafient_pipeline.openai.costs_page import CostBucket, PageFormatError, PageReader
+from grafient_pipeline.providers.base import (
+    BadRequestError,
+    ConnectionCheck,
+    CostBucket,
+    CostsApiError,
+    InvalidKeyError,
+    MalformedResponseError,
+    PermissionDeniedError,
+    RateLimitedError,
+    UpstreamError,
+)
+from grafient_pipeline.providers.openai.costs_page import PageFormatError, PageReader
 
 GROUP_BY = ("line_item", "project_id", "api_key_id")
 COSTS_PATH = "organization/costs"
@@ -36,52 +47,6 @@ ADMIN_KEYS_URL = "https://platform.openai.com/settings/organization/admin-keys"
 _DAY = 86_400
 _RETRY_STATUSES = frozenset({408, 409, 429})
 _NEVER_RETRY = frozenset({400, 401, 403})
-
-
-@dataclass(frozen=True)
-class ConnectionCheck:
-    ok: bool
-    organization_id: str | None
-    message: str
-
-
-class CostsApiError(Exception):
-    """A Costs API call failed; ``str(error)`` is one sentence, safe to show (no key in it)."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, request_id: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.request_id = request_id
-
-    @property
-    def message(self) -> str:
-        return str(self)
-
-
-class InvalidKeyError(CostsApiError):
-    """401: the key is wrong, malformed or revoked."""
-
-
-class PermissionDeniedError(CostsApiError):
-    """403 (or 401 "Missing scopes", or a non-admin key): the key cannot read costs."""
-
-
-class BadRequestError(CostsApiError):
-    """400: OpenAI rejected a request parameter."""
-
-
-class RateLimitedError(CostsApiError):
-    """429 that did not clear within the retry budget."""
-
-
-class UpstreamError(CostsApiError):
-    """5xx, 408/409, timeouts or connection failures that did not clear within the retry budget."""
-
-
-class MalformedResponseError(CostsApiError):
-    """The response body is not valid JSON or does not have the Costs API shape."""
 
 
 def mask_key(key: str) -> str:

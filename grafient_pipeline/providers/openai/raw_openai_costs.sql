@@ -4,7 +4,7 @@
 -- exact decimal text, text fields as the client parsed them, as JSON literals when `escaped`);
 -- adds the file's rows to the slice, after deleting the slice's rows when $replace. A slice's
 -- files load in one transaction: the first replaces the slice, the next ones add to it.
--- depends_on: schema
+-- depends_on: schema_openai
 DELETE FROM raw_openai_costs
 WHERE $replace
   AND integration_id = $integration_id

@@ -7,17 +7,19 @@ never disagree, whatever fails. The lineage stays four assets named after their 
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
 from grafient_pipeline import checks
+from grafient_pipeline.defs.resources import CostsApiResource, RegistryResource
 from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.partitions import NOTE_TAG, PLAN_DATE_TAG, cost_partitions, slices_for
 from grafient_pipeline.plans import PlanError, check_range, judging_date
+from grafient_pipeline.providers import get_provider
 from grafient_pipeline.registry import IntegrationNotFound, Registry, RegistryError
-from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
 from grafient_pipeline.run_workers import PID_TAG, worker_tags
 from grafient_pipeline.slice_sync import IntegrationRemoved, describe_failure, sync_slice
 from grafient_pipeline.sync import (
@@ -93,7 +95,7 @@ CHECK_SPECS = [
         FCT,
         "Every line item is one the parser knows: token charges, and non-token charges such as "
         "tool calls and storage (token_type 'other'). Warns on text it does not know (kept as "
-        "'other' with its text, never dropped): a new word for grafient_pipeline/openai/"
+        "'other' with its text, never dropped): a new word for grafient_pipeline/providers/openai/"
         "line_items.py.",
     ),
     _check("no_negative_amounts", FCT, "No negative amounts (credits, refunds)."),
@@ -169,16 +171,19 @@ def _sync(
     context: dg.AssetExecutionContext,
     piece: Slice,
     store: Registry,
-    openai_api: OpenAICostsResource,
+    api: CostsApiResource,
     duckdb: DuckDBResource,
-    staging_dir,
+    staging_dir: Path,
 ) -> None:
     try:
+        integration = store.get(piece.integration_id)
+        provider = get_provider(integration.provider)
         api_key = store.api_key(piece.integration_id)
-        with openai_api.client(api_key) as client:
-            context.log.info(f"fetching {piece} from the OpenAI Costs API")
+        with api.client(provider, api_key, integration.base_url) as client:
+            context.log.info(f"fetching {piece} from {provider.title}")
             synced = sync_slice(
                 piece,
+                provider,
                 client,
                 duckdb.get_connection,
                 run_id=context.run.run_id,
@@ -214,7 +219,7 @@ def _exists(store: Registry, integration_id: str) -> bool:
 def openai_costs(
     context: dg.AssetExecutionContext,
     duckdb: DuckDBResource,
-    openai_api: OpenAICostsResource,
+    costs_api: CostsApiResource,
     registry: RegistryResource,
 ):
     claim_run_worker(context)
@@ -229,7 +234,7 @@ def openai_costs(
         ensure_schema(conn)
         refresh_dim_integrations(conn, integration_rows(store))
     for piece in slices:
-        _sync(context, piece, store, openai_api, duckdb, registry.settings.staging_dir)
+        _sync(context, piece, store, costs_api, duckdb, registry.settings.staging_dir)
     with duckdb.get_connection() as conn:
         yield from _results(conn, slices)
 

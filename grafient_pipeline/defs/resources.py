@@ -7,19 +7,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from grafient_pipeline.openai.client import CostsClient
+from grafient_pipeline.providers import resolve_base_url
+from grafient_pipeline.providers.base import CostClient, Provider
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.settings import Settings, load_settings
 
 
-class OpenAICostsResource(dg.ConfigurableResource):
-    """Where the Costs API is. Keys never pass through config: runs read them from the vault."""
+class CostsApiResource(dg.ConfigurableResource):
+    """Builds a provider's cost client for an integration. Keys never pass through config: runs
+    read them from the vault; the base URL is the integration's own (see resolve_base_url)."""
 
-    base_url: str
-    page_size: int = 180
-
-    def client(self, api_key: str) -> CostsClient:
-        return CostsClient(api_key, self.base_url, page_size=self.page_size)
+    def client(self, provider: Provider, api_key: str, base_url: str | None) -> CostClient:
+        return provider.client(api_key, resolve_base_url(provider, base_url))
 
 
 class RegistryResource(dg.ConfigurableResource):

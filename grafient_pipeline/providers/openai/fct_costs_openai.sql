@@ -1,4 +1,4 @@
--- fct_costs: normalized cost facts, one row per raw result, for one integration and date range.
+-- fct_costs_openai: OpenAI's raw results as fct_costs rows, for one integration and date range.
 -- Built from: raw_openai_costs, dim_line_items (parsed line items), dim_integrations.
 -- is_final is false for today (UTC): the API still adds to the current day.
 -- depends_on: raw_openai_costs
@@ -9,7 +9,7 @@ WHERE integration_id = $integration_id
 INSERT INTO fct_costs
 SELECT
     r.integration_id,
-    coalesce(i.provider, 'openai'),
+    'openai',
     i.organization_id,
     r.bucket_start::DATE AS cost_date,
     r.project_id,

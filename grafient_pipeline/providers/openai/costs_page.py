@@ -12,40 +12,12 @@ import codecs
 import json
 import re
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from decimal import Context, Decimal
-from typing import Any, NamedTuple
+from typing import Any
+
+from grafient_pipeline.providers.base import CostBucket, CostResult
 
 MAX_VALUE_CHARS = 16 * 1024 * 1024  # a single JSON value (result, extra key) beyond: malformed
-
-
-class CostResult(NamedTuple):
-    """One cost result. A tuple because building millions of them is the hot path of a backfill:
-    ``tuple.__new__`` (as ``_result`` does) is four times cheaper than a frozen dataclass."""
-
-    line_item: str | None
-    project_id: str | None
-    api_key_id: str | None
-    amount_text: str  # exact decimal text that fits DECIMAL(38, 16), e.g. "0.0001875"
-    currency: str | None
-    quantity_text: str | None  # same, for the quantity
-    quantity_unit: str | None
-    raw_json: str  # the original JSON text of this result object, exactly as received
-
-    @property
-    def amount(self) -> Decimal:
-        return Decimal(self.amount_text)
-
-    @property
-    def quantity(self) -> Decimal | None:
-        return None if self.quantity_text is None else Decimal(self.quantity_text)
-
-
-@dataclass(frozen=True, slots=True)
-class CostBucket:
-    start_time: int  # unix seconds, inclusive
-    end_time: int  # unix seconds, exclusive
-    results: list[CostResult]
 
 
 _WS = re.compile(r"[ \t\n\r]*")

@@ -3,7 +3,7 @@
 Holds the line-item catalogue and prices, exact amount text (integers of 1e-16 USD), the
 deterministic generation of an org's leaves per UTC day, and the rendering of results into JSON
 byte fragments. Pure functions and small value types; no HTTP, no requests, no locking. See
-:mod:`grafient_pipeline.openai.emulator` for the data rules.
+:mod:`grafient_pipeline.providers.openai.emulator` for the data rules.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ Grouping
     exactly per requested ``group_by`` dimensions; ungrouped dimensions are ``null``. Without
     ``line_item`` in ``group_by``, ``quantity`` and ``quantity_unit`` are ``null`` (mixed units).
 
-The data side lives in :mod:`grafient_pipeline.openai.emulator_data`, the request side (errors,
-query parsing, auth messages, responses) in :mod:`grafient_pipeline.openai.emulator_protocol`;
-this module holds the fault switches, :class:`CostsEmulator`, the HTTP server and the command line.
+The data side lives in :mod:`.emulator_data`, the request side (errors, query parsing, auth
+messages, responses) in :mod:`.emulator_protocol`; this module holds the fault switches,
+:class:`CostsEmulator`, the HTTP server and the command line.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-from grafient_pipeline.openai.emulator_data import (
+from grafient_pipeline.providers.openai.emulator_data import (
     EMPTY_DAY_RATE,
     LINE_ITEMS,
     SCALE,
@@ -72,7 +72,7 @@ from grafient_pipeline.openai.emulator_data import (
     scale_units,
     units_to_decimal,
 )
-from grafient_pipeline.openai.emulator_protocol import (
+from grafient_pipeline.providers.openai.emulator_protocol import (
     COSTS_PATH,
     DAY,
     DEFAULT_LIMIT,
@@ -675,7 +675,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grafient_pipeline.openai.emulator")
+    parser = argparse.ArgumentParser(prog="python -m grafient_pipeline.providers.openai.emulator")
     add_emulator_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

@@ -1,0 +1,129 @@
+"""What every provider shares: the shape of cost data a provider's client yields, the errors it
+raises, and the Provider record the registry of providers (providers/__init__.py) lists.
+
+A provider's client turns its API's answers into CostBuckets of CostResults (USD amounts as exact
+decimal text, each result's original JSON kept); its raw SQL model stores them with the
+provider's own fields (read from that JSON), and its fct SQL model maps them to fct_costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+
+class CostResult(NamedTuple):
+    """One cost result. A tuple because building millions of them is the hot path of a backfill:
+    ``tuple.__new__`` (as ``_result`` does) is four times cheaper than a frozen dataclass."""
+
+    line_item: str | None
+    project_id: str | None
+    api_key_id: str | None
+    amount_text: str  # exact decimal text that fits DECIMAL(38, 16), e.g. "0.0001875"
+    currency: str | None
+    quantity_text: str | None  # same, for the quantity
+    quantity_unit: str | None
+    raw_json: str  # the original JSON text of this result object, exactly as received
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(self.amount_text)
+
+    @property
+    def quantity(self) -> Decimal | None:
+        return None if self.quantity_text is None else Decimal(self.quantity_text)
+
+
+@dataclass(frozen=True, slots=True)
+class CostBucket:
+    start_time: int  # unix seconds, inclusive
+    end_time: int  # unix seconds, exclusive
+    results: list[CostResult]
+
+
+@dataclass(frozen=True)
+class ConnectionCheck:
+    ok: bool
+    organization_id: str | None
+    message: str
+
+
+class CostsApiError(Exception):
+    """A Costs API call failed; ``str(error)`` is one sentence, safe to show (no key in it)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.request_id = request_id
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class InvalidKeyError(CostsApiError):
+    """401: the key is wrong, malformed or revoked."""
+
+
+class PermissionDeniedError(CostsApiError):
+    """403 (or 401 "Missing scopes", or a non-admin key): the key cannot read costs."""
+
+
+class BadRequestError(CostsApiError):
+    """400: OpenAI rejected a request parameter."""
+
+
+class RateLimitedError(CostsApiError):
+    """429 that did not clear within the retry budget."""
+
+
+class UpstreamError(CostsApiError):
+    """5xx, 408/409, timeouts or connection failures that did not clear within the retry budget."""
+
+
+class MalformedResponseError(CostsApiError):
+    """The response body is not valid JSON or does not have the Costs API shape."""
+
+
+class CostClient(Protocol):
+    """What the pipeline needs of a provider's client (one instance per admin key)."""
+
+    request_count: int
+
+    def iter_buckets(self, start: date, end: date) -> Iterator[CostBucket]: ...
+
+    def test_connection(self) -> ConnectionCheck: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> CostClient: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One provider: everything the rest of the code may know about it."""
+
+    name: str  # the registry's `provider` value and fct_costs.provider: "openai"
+    title: str  # for people: "OpenAI"
+    key_prefix: str  # admin keys start with it: "sk-admin-"
+    default_base_url: str
+    base_url_setting: str  # the environment variable that overrides it
+    raw_table: str  # "raw_openai_costs"
+    raw_usd_column: str  # the raw table's exact USD amount (reconciled with fct_costs)
+    sql_dir: Path  # the provider's SQL models: <raw_table>.sql and fct_costs_<name>.sql
+    client: Callable[..., CostClient]  # (api_key, base_url, **options)
+    emulator_module: str  # has add_emulator_arguments(parser) and run_from_args(args)
+    # Runs before the fct model, in the slice's transaction (OpenAI: parse new line items).
+    prepare_fct: Callable[[Any, Mapping[str, Any]], None] | None = None
+
+    @property
+    def fct_model(self) -> str:
+        return f"fct_costs_{self.name}"
