@@ -22,7 +22,10 @@ from grafient_pipeline.console import (
     print_table,
     say_waiting,
 )
+from grafient_pipeline.demo import DEMO_EMULATOR_PORT
 from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window
+from grafient_pipeline.providers import DEFAULT_PROVIDER, PROVIDERS, UnknownProvider, get_provider
+from grafient_pipeline.providers.base import Provider
 from grafient_pipeline.redact import scrub
 from grafient_pipeline.settings import Settings, SettingsError, load_settings
 
@@ -41,18 +44,19 @@ class CliError(Exception):
     """A user-facing failure: its message is the one line we print."""
 
 
-def _read_key(from_stdin: bool) -> str:
+def _read_key(from_stdin: bool, provider: Provider) -> str:
+    wanted = f"{provider.title} admin key ({provider.key_prefix}...)"
     if from_stdin:
         key = sys.stdin.readline().strip()
     elif not sys.stdin.isatty():
         raise CliError(NO_TERMINAL)
     else:
         try:
-            key = getpass.getpass("OpenAI admin key (sk-admin-..., input hidden): ").strip()
+            key = getpass.getpass(f"{wanted}, input hidden: ").strip()
         except EOFError:
             key = ""
     if not key:
-        raise CliError("no key given: paste a read-only admin key (sk-admin-...)")
+        raise CliError(f"no key given: paste a read-only {wanted}")
     return key
 
 
@@ -62,19 +66,20 @@ def _plan_name(text: str) -> str:
 
 
 def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.runs import dagster_url, webserver_is_up
+    from grafient_pipeline.runs import find_webserver
 
-    key = _read_key(args.key_stdin)
-    integration_id = operations.add_integration(settings, args.label, args.plan, key)
+    provider = get_provider(args.provider)
+    key = _read_key(args.key_stdin, provider)
+    integration_id = operations.add_integration(settings, args.label, args.plan, key, provider.name)
     print(integration_id)
     days = backfill_window(args.plan, date.today()).days
     if args.no_backfill:
         print(f"added; run its {days}-day backfill with: grafient backfill {integration_id}",
               file=sys.stderr)  # fmt: skip
-    elif webserver_is_up(dagster_url()):
+    elif (webserver := find_webserver(settings)).ours:
         print(
             f"added; the onboarding sensor launches its {days}-day backfill within a minute: "
-            f"{dagster_url()}/runs",
+            f"{webserver.url}/runs",
             file=sys.stderr,
         )
     else:
@@ -85,6 +90,7 @@ def cmd_integrations_add(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_integrations_list(settings: Settings, args: argparse.Namespace) -> int:
     integrations = [i.public_dict() for i in operations.list_integrations(settings)]
+    print(f"home: {settings.home} ({settings.home_source})", file=sys.stderr)
     if args.json:
         print(json.dumps(integrations, indent=2))
         return 0
@@ -110,8 +116,34 @@ def cmd_integrations_remove(settings: Settings, args: argparse.Namespace) -> int
 
 
 def cmd_integrations_set_plan(settings: Settings, args: argparse.Namespace) -> int:
-    integration = operations.set_plan(settings, args.id, args.plan)
+    from grafient_pipeline.runs import find_webserver
+
+    integration, new_days = operations.set_plan(settings, args.id, args.plan)
     print(f"{integration.id}: plan {integration.plan}")
+    if new_days is None:
+        print(
+            "no new days to backfill (rows outside a smaller window are kept; the daily sync "
+            "and backfills use the plan's window)",
+            file=sys.stderr,
+        )
+    elif (webserver := find_webserver(settings)).ours:
+        print(f"the sensor backfills {new_days} within a minute: {webserver.url}/runs",
+              file=sys.stderr)  # fmt: skip
+    else:
+        summary = operations.backfill_range(
+            settings, integration.id, new_days, "plan upgrade", sys.stderr
+        )
+        print(describe_sync(summary), file=sys.stderr)
+    return 0
+
+
+def cmd_integrations_set_key(settings: Settings, args: argparse.Namespace) -> int:
+    from grafient_pipeline.providers import get_provider
+
+    integration = operations.open_registry(settings).get(args.id)
+    key = _read_key(args.key_stdin, get_provider(integration.provider))
+    updated = operations.set_key(settings, integration.id, key)
+    print(f"{updated.id}: key replaced ({updated.key_hint}), Test Connection passed; status active")
     return 0
 
 
@@ -178,9 +210,10 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_emulator(settings: Settings, args: argparse.Namespace) -> int:
-    from grafient_pipeline.providers.openai.emulator import run_from_args
+    import importlib
 
-    return run_from_args(args)
+    emulator = importlib.import_module(get_provider(args.provider).emulator_module)
+    return emulator.run_from_args(args)
 
 
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
@@ -198,7 +231,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 ENVIRONMENT = """\
 environment:
   GRAFIENT_HOME             the data folder: registry, master key, warehouse, Dagster instance
-                            (default: ./.grafient)
+                            (default: the nearest .grafient folder in the current folder or
+                            above, else ~/.grafient)
   GRAFIENT_MASTER_KEY       the master key (base64, 32 bytes) that encrypts the stored admin
                             keys (default: GRAFIENT_HOME/master.key, created on first use)
   GRAFIENT_OPENAI_BASE_URL  the OpenAI API base URL (default: https://api.openai.com/v1; the
@@ -249,11 +283,28 @@ def _add_plan_option(parser: argparse.ArgumentParser, name: str, required: bool)
     )
 
 
+def _no_home(settings: Settings) -> str:
+    return (
+        f"no Grafient home yet ({settings.home}, {settings.home_source}; a `.grafient` folder in "
+        "this folder or above is used first): add an integration (`grafient integrations add`), "
+        "run `grafient demo`, or set GRAFIENT_HOME to your home"
+    )
+
+
+def _home_in_use() -> str:
+    try:
+        settings = load_settings()
+    except SettingsError:
+        return ""
+    state = "" if settings.home.exists() else ", not created yet"
+    return f"home in use: {settings.home} ({settings.home_source}{state})\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="grafient",
         description="Exact OpenAI spend, from OpenAI's own billing figures.",
-        epilog=f"{TOP_EXAMPLES}\n{ENVIRONMENT}\n"
+        epilog=f"{TOP_EXAMPLES}\n{ENVIRONMENT}\n{_home_in_use()}\n"
         "`grafient COMMAND --help` describes a command and its options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -301,11 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
     from grafient_pipeline.providers.openai.emulator import add_emulator_arguments
 
     emulator = _command(
-        commands, "emulator", "a local OpenAI Costs API for demos and tests",
+        commands, "emulator", "a local provider cost API (OpenAI, Anthropic) for demos and tests",
         "grafient emulator --port 8787 --org org-acme=sk-admin-acme-0123456789abcdef",
     )  # fmt: skip
+    emulator.add_argument(
+        "--provider",
+        default=DEFAULT_PROVIDER,
+        type=str.lower,
+        choices=sorted(PROVIDERS),
+        help=f"whose API to emulate (default {DEFAULT_PROVIDER})",
+    )
     add_emulator_arguments(emulator)
-    emulator.set_defaults(handler=cmd_emulator)
+    emulator.set_defaults(handler=cmd_emulator, creates_home=True)
 
     keys = _command(commands, "keys", "master key operations", "grafient keys rotate")
     keys_sub = keys.add_subparsers(
@@ -326,16 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=3000, metavar="PORT", help="Dagster UI port (default 3000)"
     )
     demo.add_argument(
-        "--emulator-port", type=int, default=0, metavar="PORT",
-        help="the emulator's port (default: a free port)",
+        "--emulator-port", type=int, default=DEMO_EMULATOR_PORT, metavar="PORT",
+        help=f"the emulator's port (default {DEMO_EMULATOR_PORT}, fixed so that a restarted demo "
+        "finds the emulator its integrations use; 0: a free port)",
     )  # fmt: skip
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=cmd_demo, creates_home=True)
     return parser
 
 
 def _add_integrations(commands: argparse._SubParsersAction) -> None:
     integrations = _command(
-        commands, "integrations", "connect OpenAI organizations", "grafient integrations list"
+        commands,
+        "integrations",
+        "connect provider organizations (OpenAI, Anthropic)",
+        "grafient integrations list",
     )
     sub = integrations.add_subparsers(
         dest="action", required=True, metavar="ACTION", help="the operation"
@@ -344,6 +406,13 @@ def _add_integrations(commands: argparse._SubParsersAction) -> None:
         sub, "add", "test an admin key, then save it encrypted and backfill its plan window",
         "grafient integrations add --label 'Acme Prod' --plan pro --key-stdin < key.txt",
     )  # fmt: skip
+    add.add_argument(
+        "--provider",
+        default=DEFAULT_PROVIDER,
+        type=str.lower,
+        choices=sorted(PROVIDERS),
+        help=f"whose costs (default {DEFAULT_PROVIDER})",
+    )
     add.add_argument("--label", default="", help="a name for this organization (default: its id)")
     _add_plan_option(add, "--plan", required=True)
     add.add_argument(
@@ -357,7 +426,7 @@ def _add_integrations(commands: argparse._SubParsersAction) -> None:
         help="only save it (by default the plan-window backfill runs now, or through the "
         "onboarding sensor when a Dagster webserver is up)",
     )
-    add.set_defaults(handler=cmd_integrations_add)
+    add.set_defaults(handler=cmd_integrations_add, creates_home=True)
     listing = _command(
         sub, "list", "integrations, their status and masked keys", "grafient integrations list"
     )
@@ -383,11 +452,22 @@ def _add_integrations(commands: argparse._SubParsersAction) -> None:
     _add_id(set_plan)
     _add_plan_option(set_plan, "plan", required=True)
     set_plan.set_defaults(handler=cmd_integrations_set_plan)
+    set_key = _command(
+        sub, "set-key", "replace the admin key (Test Connection first, same organization)",
+        "grafient integrations set-key acme-prod --key-stdin < new-key.txt",
+    )  # fmt: skip
+    _add_id(set_key)
+    set_key.add_argument(
+        "--key-stdin",
+        action="store_true",
+        help="read the key from standard input (default: ask for it, hidden, on the terminal)",
+    )
+    set_key.set_defaults(handler=cmd_integrations_set_key)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from grafient_pipeline.demo import DemoError
-    from grafient_pipeline.providers.openai.client import CostsApiError
+    from grafient_pipeline.providers.base import CostsApiError
     from grafient_pipeline.registry import RegistryError
     from grafient_pipeline.report import ReportError
     from grafient_pipeline.runs import SyncError
@@ -397,6 +477,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (
         CliError,
         operations.OperationError,
+        UnknownProvider,
         DemoError,
         SettingsError,
         PlanError,
@@ -437,7 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reader_went_away()
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
-        return handler(load_settings(), args)
+        settings = load_settings()
+        if not getattr(args, "creates_home", False) and not settings.home.exists():
+            raise CliError(_no_home(settings))
+        return handler(settings, args)
     except BrokenPipeError:
         return _reader_went_away()
     except KeyboardInterrupt:

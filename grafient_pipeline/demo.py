@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import socket
@@ -36,6 +35,10 @@ load_from:
 # `backfill_policy` is in beta in Dagster 1.13; the design relies on it (one run per backfill),
 # so the demo's UI does not print that warning once per asset. A message prefix, not the class:
 # PYTHONWARNINGS cannot name a category from a package it has not imported yet.
+
+
+# Fixed, so that a restarted demo finds the emulator its integrations were added with.
+DEMO_EMULATOR_PORT = 8700
 
 
 class DemoError(RuntimeError):
@@ -78,6 +81,11 @@ def _wait_http(url: str, seconds: float, process: subprocess.Popen, name: str) -
 
 def _start_emulator(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
+    if _port_in_use(port):
+        raise DemoError(
+            f"port {port} is in use (another demo, or its emulator still running?): stop it, "
+            "or pass --emulator-port"
+        )
     process = subprocess.Popen(
         [sys.executable, "-m", "grafient_pipeline.cli", "emulator", "--port", str(port)],
         env=env,
@@ -162,8 +170,7 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
         print("1. starting the OpenAI Costs API emulator on 127.0.0.1")
         emulator, base_url = _start_emulator(emulator_port, dagster_environment(settings))
         processes.append(emulator)
-        settings = dataclasses.replace(settings, openai_base_url=base_url)
-        os.environ["GRAFIENT_OPENAI_BASE_URL"] = base_url
+        os.environ["GRAFIENT_OPENAI_BASE_URL"] = base_url  # stored with each demo integration
         print(f"   {base_url}")
         print("2. adding the demo integrations (Test Connection first)")
         ids = _add_demo_integrations(settings)
@@ -173,7 +180,7 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
         print_summary(settings)
         if not ui:
             return 0
-        return _serve_ui(settings, port, processes)
+        return _serve_ui(settings, port, processes, base_url)
     finally:
         _stop(processes)
 
@@ -192,7 +199,9 @@ def ui_command(workspace: Path, port: int) -> list[str]:
     return [*dg_dev, *listen, "--log-level", "warning"]
 
 
-def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) -> int:
+def _serve_ui(
+    settings: Settings, port: int, processes: list[subprocess.Popen], emulator_url: str
+) -> int:
     process = subprocess.Popen(
         ui_command(write_workspace(settings), port),
         env=dagster_environment(settings),
@@ -206,7 +215,7 @@ def _serve_ui(settings: Settings, port: int, processes: list[subprocess.Popen]) 
         f"\n5. Dagster UI: {url}/asset-groups  (assets, partitions, runs; Ctrl-C stops everything)"
     )
     print(f'   query the warehouse: GRAFIENT_HOME={settings.home} grafient sql "SELECT ..."')
-    print(f"   the emulator keeps running at {settings.openai_base_url} while the UI is up")
+    print(f"   the emulator keeps running at {emulator_url} while the UI is up")
     try:
         while process.poll() is None:
             time.sleep(1)

@@ -46,7 +46,6 @@ def dagster_environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["DAGSTER_HOME"] = str(settings.dagster_home)
     env["GRAFIENT_HOME"] = str(settings.home)
-    env["GRAFIENT_OPENAI_BASE_URL"] = settings.openai_base_url
     env["GRAFIENT_WAREHOUSE"] = settings.warehouse
     return env
 

@@ -16,7 +16,7 @@ from grafient_pipeline.plans import DateRange, backfill_window, parse_plan
 from grafient_pipeline.settings import Settings
 
 if TYPE_CHECKING:
-    from grafient_pipeline.providers.openai.client import ConnectionCheck
+    from grafient_pipeline.providers.base import ConnectionCheck, CostClient
     from grafient_pipeline.registry import Integration, Registry
     from grafient_pipeline.report import MonthReport
     from grafient_pipeline.runs import SyncSummary
@@ -41,29 +41,48 @@ def list_integrations(settings: Settings) -> list[Integration]:
     return open_registry(settings).list()
 
 
-def add_integration(settings: Settings, label: str, plan: str, key: str) -> str:
-    """Test Connection, then save the key encrypted; returns the new integration's id."""
-    from grafient_pipeline.providers.openai.client import CostsClient
+def check_key(provider_name: str, key: str) -> ConnectionCheck:
+    """Test Connection for a key not saved yet, against the provider's API (or the override in
+    the environment, as `integrations add` stores it)."""
+    from grafient_pipeline.providers import base_url_to_store, get_provider, resolve_base_url
+
+    provider = get_provider(provider_name)
+    base_url = resolve_base_url(provider, base_url_to_store(provider))
+    with provider.client(key, base_url, max_attempts=3) as client:
+        return client.test_connection()
+
+
+def add_integration(
+    settings: Settings, label: str, plan: str, key: str, provider: str = "openai"
+) -> str:
+    """Test Connection, then save the key encrypted with the API's base URL; returns the new
+    integration's id."""
+    from grafient_pipeline.providers import base_url_to_store, get_provider
     from grafient_pipeline.runs import _ensure_partition
 
     plan = parse_plan(plan)
+    chosen = get_provider(provider)
     registry = open_registry(settings)
-    with CostsClient(key, settings.openai_base_url, max_attempts=3) as client:
-        check = client.test_connection()
+    check = check_key(chosen.name, key)
     if not check.ok:
         raise OperationError(f"Test Connection failed, nothing saved: {check.message}")
-    integration = registry.add(label, plan, key, organization_id=check.organization_id)
+    integration = registry.add(
+        label,
+        plan,
+        key,
+        organization_id=check.organization_id,
+        provider=chosen.name,
+        base_url=base_url_to_store(chosen),
+    )
     _ensure_partition(settings, integration.id)
     return integration.id
 
 
 def test_integration(settings: Settings, integration_id: str) -> tuple[str, ConnectionCheck]:
     """Test Connection with the stored key; sets the status `active` or `error`."""
-    from grafient_pipeline.providers.openai.client import CostsClient
-
     registry = open_registry(settings)
     integration = registry.get(integration_id)
-    with CostsClient(registry.api_key(integration.id), settings.openai_base_url) as client:
+    with _client(integration, registry.api_key(integration.id)) as client:
         check = client.test_connection()
     if not check.ok:
         registry.set_status(integration.id, "error", check.message)
@@ -72,6 +91,25 @@ def test_integration(settings: Settings, integration_id: str) -> tuple[str, Conn
     if check.organization_id:
         registry.set_organization(integration.id, check.organization_id)
     return integration.id, check
+
+
+def _client(integration: Integration, key: str) -> CostClient:
+    from grafient_pipeline.providers import get_provider, resolve_base_url
+
+    provider = get_provider(integration.provider)
+    return provider.client(key, resolve_base_url(provider, integration.base_url))
+
+
+def set_key(settings: Settings, integration_id: str, key: str) -> Integration:
+    """Replace an integration's admin key: Test Connection first (at the integration's own API),
+    the same organization required, the old key replaced atomically, status back to active."""
+    registry = open_registry(settings)
+    integration = registry.get(integration_id)
+    with _client(integration, key) as client:
+        check = client.test_connection()
+    if not check.ok:
+        raise OperationError(f"Test Connection failed, the old key stays: {check.message}")
+    return registry.replace_key(integration.id, key, check.organization_id)
 
 
 def remove_integration(settings: Settings, integration_id: str, *, purge: bool) -> str:
@@ -117,8 +155,32 @@ def _purge_warehouse(settings: Settings, integration_id: str) -> None:
         ) from None
 
 
-def set_plan(settings: Settings, integration_id: str, plan: str) -> Integration:
-    return open_registry(settings).set_plan(integration_id, parse_plan(plan))
+def set_plan(
+    settings: Settings, integration_id: str, plan: str
+) -> tuple[Integration, DateRange | None]:
+    """Change the plan; returns the integration and the days an upgrade newly allows (None for
+    the same window or a downgrade, which keeps the rows it has: the daily sync and backfills
+    then use the smaller window)."""
+    from grafient_pipeline.plans import upgrade_window
+    from grafient_pipeline.sync import utc_today
+
+    registry = open_registry(settings)
+    before = registry.get(integration_id)
+    integration = registry.set_plan(integration_id, parse_plan(plan))
+    return integration, upgrade_window(before.backfilled_days, integration.plan, utc_today())
+
+
+def backfill_range(
+    settings: Settings, integration_id: str, dates: DateRange, reason: str, out: TextIO
+) -> SyncSummary:
+    """Backfill some days now, marked as requested first so the sensor does not repeat them."""
+    from grafient_pipeline.plans import window_days
+    from grafient_pipeline.runs import run_sync
+
+    registry = open_registry(settings)
+    integration = registry.get(integration_id)
+    registry.mark_backfill_requested(integration.id, window_days(integration.plan))
+    return run_sync(settings, registry, integration.id, dates, reason, out)
 
 
 def sync_range(
@@ -132,14 +194,11 @@ def sync_range(
 
 def run_backfill(settings: Settings, integration_id: str, out: TextIO) -> SyncSummary:
     """The plan window, marked as requested first so the onboarding sensor does not repeat it."""
-    from grafient_pipeline.runs import run_sync
     from grafient_pipeline.sync import utc_today
 
-    registry = open_registry(settings)
-    integration = registry.get(integration_id)
+    integration = open_registry(settings).get(integration_id)
     window = backfill_window(integration.plan, utc_today())
-    registry.mark_backfill_requested(integration.id, window.days)
-    return run_sync(settings, registry, integration.id, window, "backfill", out)
+    return backfill_range(settings, integration.id, window, "backfill", out)
 
 
 def run_sql(

@@ -202,6 +202,33 @@ class Registry:
 
         return self.get(self._write(insert))
 
+    def replace_key(
+        self, integration_id: str, api_key: str, organization_id: str | None
+    ) -> Integration:
+        """A new key for the same organization, in one transaction: the old key is gone, the
+        status is back to active."""
+        _check_id(integration_id)
+        secret = _check_api_key(api_key)
+        org = _check_org(organization_id)
+
+        def replace(conn: sqlite3.Connection) -> None:
+            current = _fetch(conn, integration_id)
+            if current.organization_id and org and org != current.organization_id:
+                raise InvalidInput(
+                    f"this key belongs to organization {org}, but {integration_id} is "
+                    f"{current.organization_id}: use a key of the same organization (or add the "
+                    "other organization as its own integration)"
+                )
+            token = self._vault.encrypt(integration_id, secret, self._encrypt_key_id(conn))
+            conn.execute(
+                "UPDATE integrations SET key_token = ?, key_hint = ?, status = 'active', "
+                "last_error = NULL, organization_id = coalesce(organization_id, ?) WHERE id = ?",
+                (token, key_hint(secret), org, integration_id),
+            )
+
+        self._write(replace)
+        return self.get(integration_id)
+
     def remove(self, integration_id: str) -> None:
         _check_id(integration_id)
 

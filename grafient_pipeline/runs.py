@@ -9,9 +9,11 @@ import sys
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+import yaml
 
 from grafient_pipeline.console import say_waiting
 from grafient_pipeline.instance import get_instance
@@ -55,11 +57,50 @@ def dagster_url() -> str:
     return os.environ.get("GRAFIENT_DAGSTER_URL", DEFAULT_DAGSTER_URL).rstrip("/")
 
 
-def webserver_is_up(url: str) -> bool:
+@dataclass(frozen=True)
+class Webserver:
+    """What answers at GRAFIENT_DAGSTER_URL: ``ours`` only when it serves this home's instance."""
+
+    url: str
+    ours: bool
+    why: str  # for people: why runs go (or do not go) there
+
+
+_INSTANCE_INFO = "{ instance { info } }"
+
+
+def find_webserver(settings: Settings) -> Webserver:
+    """Is a Dagster webserver of THIS home up? Proven through its GraphQL: the instance it serves
+    names this home's dagster_home (any other Dagster UI on the port is not ours, whatever it
+    answers)."""
+    url = dagster_url()
     try:
-        return httpx.get(f"{url}/server_info", timeout=0.5).status_code == 200
+        httpx.get(f"{url}/server_info", timeout=0.5).raise_for_status()
     except httpx.HTTPError:
+        return Webserver(url, False, f"no Dagster webserver answers at {url}")
+    try:
+        answer = httpx.post(f"{url}/graphql", json={"query": _INSTANCE_INFO}, timeout=5)
+        info = answer.json()["data"]["instance"]["info"] or ""
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        info = ""
+    if _serves(info, settings.dagster_home):
+        return Webserver(url, True, f"the Dagster webserver of this home at {url}")
+    return Webserver(
+        url,
+        False,
+        f"the Dagster webserver at {url} does not serve this GRAFIENT_HOME ({settings.home}), "
+        "so nothing is sent to it",
+    )
+
+
+def _serves(instance_info: str, dagster_home: Path) -> bool:
+    """Does a webserver's instance description (its dagster.yaml, resolved) use this folder?"""
+    try:
+        config = yaml.safe_load(instance_info) or {}
+        base_dir = config["local_artifact_storage"]["config"]["base_dir"]
+    except (yaml.YAMLError, KeyError, TypeError):
         return False
+    return Path(str(base_dir)).resolve() == dagster_home.resolve()
 
 
 def _slice_state(settings: Settings, piece: Slice) -> tuple[int, Decimal]:
@@ -87,11 +128,12 @@ def run_sync(
     piece = Slice(integration.id, dates)
     rows_before, usd_before = _slice_state(settings, piece)
     _ensure_partition(settings, integration.id)
-    url = dagster_url()
-    if webserver_is_up(url):
-        run_id, where = _submit(url, piece, reason, out), f"submitted to {url}"
+    webserver = find_webserver(settings)
+    if webserver.ours:
+        run_id, where = _submit(webserver.url, piece, reason, out), f"submitted to {webserver.url}"
     else:
-        run_id, where = _run_in_process(settings, piece, reason, out), "in-process"
+        run_id = _run_in_process(settings, piece, reason, out, webserver.why)
+        where = "in-process"
     rows_after, usd_after = _slice_state(settings, piece)
     return SyncSummary(piece, run_id, where, rows_before, usd_before, rows_after, usd_after)
 
@@ -106,15 +148,10 @@ def _job_name(reason: str) -> str:
     return FORCE_SYNC_JOB if reason == "force sync" else JOB_NAME
 
 
-def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO) -> str:
+def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO, why: str) -> str:
     from grafient_pipeline.definitions import build_definitions
 
-    print(
-        f"syncing {piece} ({piece.dates.days} days) in-process: no Dagster webserver answers at "
-        f"{dagster_url()}",
-        file=out,
-        flush=True,
-    )
+    print(f"syncing {piece} ({piece.dates.days} days) in-process: {why}", file=out, flush=True)
     instance = get_instance(settings)
     for run_id in reap_dead_runs(settings, instance):
         print(f"marked run {run_id} failed: its process had died", file=out, flush=True)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+HOME_FOLDER = ".grafient"
 DEFAULT_RESYNC_DAYS = 3
 DEFAULT_SYNC_BATCH = 20
 
@@ -19,11 +19,11 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    openai_base_url: str
     warehouse: str
     resync_days: int
     master_key_b64: str | None
     sync_batch: int = DEFAULT_SYNC_BATCH
+    home_source: str = "GRAFIENT_HOME"  # how the home was found, for people
 
     @property
     def registry_path(self) -> Path:
@@ -42,21 +42,40 @@ class Settings:
         return self.home / "staging"
 
 
+def find_home(env: Mapping[str, str], cwd: Path | None = None) -> tuple[Path, str]:
+    """The home and how it was found: GRAFIENT_HOME; else the nearest `.grafient` home in the
+    current folder or above (as git finds `.git`); else the per-user `~/.grafient`."""
+    if env.get("GRAFIENT_HOME"):
+        return Path(env["GRAFIENT_HOME"]).expanduser().absolute(), "GRAFIENT_HOME"
+    here = (cwd or Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / HOME_FOLDER
+        if _is_home(candidate) and candidate != _user_home(env):
+            return candidate, f"found in {folder}"
+    return _user_home(env), "the per-user default"
+
+
+def _is_home(folder: Path) -> bool:
+    return (folder / "registry.db").is_file() or (folder / "dagster_home").is_dir()
+
+
+def _user_home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HOME") or Path.home()).expanduser().absolute() / HOME_FOLDER
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    home = Path(env.get("GRAFIENT_HOME") or "./.grafient").expanduser().absolute()
+    home, home_source = find_home(env)
     warehouse = env.get("GRAFIENT_WAREHOUSE") or str(home / "warehouse.duckdb")
     resync_days = _whole_number(env, "GRAFIENT_RESYNC_DAYS", DEFAULT_RESYNC_DAYS, 180, "days")
     sync_batch = _whole_number(env, "GRAFIENT_SYNC_BATCH", DEFAULT_SYNC_BATCH, 500, "integrations")
     return Settings(
         home=home,
-        openai_base_url=(env.get("GRAFIENT_OPENAI_BASE_URL") or DEFAULT_OPENAI_BASE_URL).rstrip(
-            "/"
-        ),
         warehouse=warehouse,
         resync_days=resync_days,
         master_key_b64=env.get("GRAFIENT_MASTER_KEY") or None,
         sync_batch=sync_batch,
+        home_source=home_source,
     )
 
 

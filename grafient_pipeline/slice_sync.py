@@ -10,17 +10,17 @@ each other and hold the previous rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
 
 from grafient_pipeline.checks import require_reconciled, require_usd
-from grafient_pipeline.providers.base import CostBucket, Provider
+from grafient_pipeline.providers.base import CostBucket, MalformedResponseError, Provider
 from grafient_pipeline.sync import Slice, SliceLoader, build_marts, stage_chunks, staging_prefix
 
 # A staged file holds about this many results (10 days of a 10,000-a-day organization): loading
@@ -79,7 +79,7 @@ def sync_slice(
     )
     rows = buckets = 0
     try:
-        fetched = source.iter_buckets(piece.dates.start, piece.dates.end)
+        fetched = checked_buckets(source.iter_buckets(piece.dates.start, piece.dates.end))
         prefix = staging_prefix(run_id, piece)
         for staged in stage_chunks(fetched, staging_dir, prefix, ROWS_PER_STAGED_FILE):
             loader.put(staged)
@@ -89,6 +89,30 @@ def sync_slice(
         raise
     loader.finish()
     return SliceSynced(piece, rows, buckets, source.request_count)
+
+
+_LATEST_TIME = 2**33  # unix seconds in the year 2242: a bucket beyond is no real day
+
+
+def checked_buckets(buckets: Iterable[CostBucket]) -> Iterator[CostBucket]:
+    """The buckets of one answer, refused when one is not a plausible day or comes twice (on two
+    pages or in one): loading both copies would double count the day."""
+    seen: set[int] = set()
+    for bucket in buckets:
+        start, end = bucket.start_time, bucket.end_time
+        if not 0 <= start < end <= _LATEST_TIME:
+            raise MalformedResponseError(
+                f"the API sent a bucket from {start} to {end} (unix seconds), which is no day: "
+                "refusing the answer (nothing was written); try again later"
+            )
+        if start in seen:
+            day = datetime.fromtimestamp(start, UTC).date()
+            raise MalformedResponseError(
+                f"the API sent the bucket of {day} twice in one answer: refusing it (nothing was "
+                "written, no day is counted twice); try again later and report it if it persists"
+            )
+        seen.add(start)
+        yield bucket
 
 
 def describe_failure(error: BaseException) -> str:

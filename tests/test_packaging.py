@@ -119,7 +119,9 @@ def test_the_installed_wheel_runs_sql_and_the_demo_from_another_folder(
     assert sql.returncode == 0, sql.stderr
     assert sql.stdout.split()[:3] == ["one", "---", "1"]
 
-    demo_run = installed.run("grafient", "demo", "--no-ui", home=home, timeout=240)
+    demo_run = installed.run(
+        "grafient", "demo", "--no-ui", "--emulator-port", "0", home=home, timeout=240
+    )
     assert demo_run.returncode == 0, demo_run.stdout + demo_run.stderr
     assert "what the warehouse says" in demo_run.stdout
     assert "acme-research" in demo_run.stdout

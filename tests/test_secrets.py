@@ -98,7 +98,7 @@ def test_no_key_material_anywhere_after_demo_and_own_integration(home_env: dict[
         assert "Traceback" not in done.stderr
         return done
 
-    run("demo", "--no-ui")
+    run("demo", "--no-ui", "--emulator-port", "0")
     with CostsEmulator({MY_ORG: MY_KEY}, seed=5) as emulator:
         home_env["GRAFIENT_OPENAI_BASE_URL"] = emulator.base_url
         added = run("integrations", "add", "--label", "Keeper", "--plan", "pro", "--no-backfill",
