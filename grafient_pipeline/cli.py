@@ -283,6 +283,12 @@ def _add_plan_option(parser: argparse.ArgumentParser, name: str, required: bool)
     )
 
 
+def _must_exist(args: argparse.Namespace, settings: Settings) -> bool:
+    """Only commands that add something create a home, unless GRAFIENT_HOME names it: never a
+    new, empty home found by accident from another folder."""
+    return not getattr(args, "creates_home", False) and settings.home_source != "GRAFIENT_HOME"
+
+
 def _no_home(settings: Settings) -> str:
     return (
         f"no Grafient home yet ({settings.home}, {settings.home_source}; a `.grafient` folder in "
@@ -519,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
         settings = load_settings()
-        if not getattr(args, "creates_home", False) and not settings.home.exists():
+        if _must_exist(args, settings) and not settings.home.exists():
             raise CliError(_no_home(settings))
         return handler(settings, args)
     except BrokenPipeError:

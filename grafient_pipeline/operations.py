@@ -80,8 +80,15 @@ def add_integration(
 
 def test_integration(settings: Settings, integration_id: str) -> tuple[str, ConnectionCheck]:
     """Test Connection with the stored key; sets the status `active` or `error`."""
+    from grafient_pipeline.providers import get_provider, local_api_down, resolve_base_url
+
     registry = open_registry(settings)
     integration = registry.get(integration_id)
+    down = local_api_down(
+        resolve_base_url(get_provider(integration.provider), integration.base_url)
+    )
+    if down:
+        raise OperationError(f"{integration.id}: {down}")
     with _client(integration, registry.api_key(integration.id)) as client:
         check = client.test_connection()
     if not check.ok:

@@ -15,10 +15,12 @@ from typing import Any, TextIO
 import httpx
 import yaml
 
+from grafient_pipeline import progress
 from grafient_pipeline.console import say_waiting
 from grafient_pipeline.instance import get_instance
 from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.plans import DateRange, check_range
+from grafient_pipeline.providers import get_provider, local_api_down, resolve_base_url
 from grafient_pipeline.registry import Registry
 from grafient_pipeline.run_workers import reap_dead_runs, worker_tags
 from grafient_pipeline.settings import Settings
@@ -125,6 +127,10 @@ def run_sync(
 ) -> SyncSummary:
     integration = registry.get(integration_id)
     check_range(integration.plan, dates, utc_today())
+    provider = get_provider(integration.provider)
+    down = local_api_down(resolve_base_url(provider, integration.base_url))
+    if down:
+        raise SyncError(f"{integration.id}: {down}")
     piece = Slice(integration.id, dates)
     rows_before, usd_before = _slice_state(settings, piece)
     _ensure_partition(settings, integration.id)
@@ -157,12 +163,13 @@ def _run_in_process(settings: Settings, piece: Slice, reason: str, out: TextIO, 
         print(f"marked run {run_id} failed: its process had died", file=out, flush=True)
     job = build_definitions(settings).resolve_job_def(_job_name(reason))
     tags = {**_tags(piece, reason), **worker_tags()}
-    result = job.execute_in_process(
-        instance=instance,
-        tags=tags,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-    )
+    with progress.shown_on(out):
+        result = job.execute_in_process(
+            instance=instance,
+            tags=tags,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+        )
     if not result.success:
         raise SyncError(f"sync of {piece} failed: {_failure_message(result)}")
     return result.run_id

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import duckdb
 
+from grafient_pipeline import progress
 from grafient_pipeline.checks import require_reconciled, require_usd
 from grafient_pipeline.providers.base import CostBucket, MalformedResponseError, Provider
 from grafient_pipeline.sync import Slice, SliceLoader, build_marts, stage_chunks, staging_prefix
@@ -79,7 +80,10 @@ def sync_slice(
     )
     rows = buckets = 0
     try:
-        fetched = checked_buckets(source.iter_buckets(piece.dates.start, piece.dates.end))
+        fetched = checked_buckets(
+            source.iter_buckets(piece.dates.start, piece.dates.end),
+            lambda days, results: progress.report(str(piece), days, piece.dates.days, results),
+        )
         prefix = staging_prefix(run_id, piece)
         for staged in stage_chunks(fetched, staging_dir, prefix, ROWS_PER_STAGED_FILE):
             loader.put(staged)
@@ -94,10 +98,14 @@ def sync_slice(
 _LATEST_TIME = 2**33  # unix seconds in the year 2242: a bucket beyond is no real day
 
 
-def checked_buckets(buckets: Iterable[CostBucket]) -> Iterator[CostBucket]:
+def checked_buckets(
+    buckets: Iterable[CostBucket], on_bucket: Callable[[int, int], None] | None = None
+) -> Iterator[CostBucket]:
     """The buckets of one answer, refused when one is not a plausible day or comes twice (on two
-    pages or in one): loading both copies would double count the day."""
+    pages or in one): loading both copies would double count the day. ``on_bucket(days,
+    results)`` hears of each one."""
     seen: set[int] = set()
+    results = 0
     for bucket in buckets:
         start, end = bucket.start_time, bucket.end_time
         if not 0 <= start < end <= _LATEST_TIME:
@@ -112,6 +120,9 @@ def checked_buckets(buckets: Iterable[CostBucket]) -> Iterator[CostBucket]:
                 "written, no day is counted twice); try again later and report it if it persists"
             )
         seen.add(start)
+        results += len(bucket.results)
+        if on_bucket is not None:
+            on_bucket(len(seen), results)
         yield bucket
 
 

@@ -13,6 +13,7 @@ injected), so the cases stay fast while checking what the client asked to wait.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import gc
 import itertools
@@ -29,7 +30,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from grafient_pipeline import resources as resources_module
+from grafient_pipeline.providers import PROVIDERS
 from grafient_pipeline.providers.openai.client import INITIAL_BACKOFF, MAX_BACKOFF, CostsClient
 from grafient_pipeline.providers.openai.emulator import CostsEmulator, Faults
 from grafient_pipeline.registry import Registry
@@ -125,11 +126,17 @@ def w(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         kwargs.update(page_size=PAGE_SIZE, timeout=world.timeout, sleep=world.sleep)
         return CostsClient(api_key, base_url, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(resources_module, "CostsClient", client)
+    use_client(monkeypatch, client)
     yield world
     world.emulator.faults = Faults()
     world.on_wait = None
     world.timeout = 60.0
+
+
+def use_client(monkeypatch: pytest.MonkeyPatch, client: object) -> None:
+    """Runs build OpenAI clients with ``client`` (the provider record is what they use)."""
+    openai = dataclasses.replace(PROVIDERS["openai"], client=client)
+    monkeypatch.setitem(PROVIDERS, "openai", openai)
 
 
 def assert_replaced_exactly(w: World, result: dg.ExecuteInProcessResult) -> None:
@@ -272,10 +279,7 @@ def test_persistent_fault_fails_once_clearly_and_keeps_previous_data(
     switches, phrases, waits = FAILURES[case]
     if case == "timeouts":  # three slow attempts are enough to show the give-up path
         w.timeout = TIMEOUT
-        make = resources_module.CostsClient
-        monkeypatch.setattr(
-            resources_module, "CostsClient", functools.partial(make, max_attempts=3)
-        )
+        use_client(monkeypatch, functools.partial(PROVIDERS["openai"].client, max_attempts=3))
     before = snapshot(w.settings, volatile=True)
     w.restate()  # the API now has other data: a partial write would show
     for name, value in switches.items():

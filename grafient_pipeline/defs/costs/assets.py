@@ -1,10 +1,13 @@
 """The cost assets: raw buckets -> fct_costs -> two rollups, partitioned by date x integration.
 
-The four tables are materialized by ONE step (a multi-asset): each slice is fetched, loaded,
+Connections come from warehouse.connect on the DuckDBResource's file (always closed, even when a
+write fails: dagster-duckdb's get_connection leaves it open then). The four tables are
+materialized by ONE step (a multi-asset): each slice is fetched, loaded,
 normalized, rolled up and checked in one DuckDB transaction (see slice_sync), so the tables
 never disagree, whatever fails. The lineage stays four assets named after their tables.
 """
 
+import functools
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -18,7 +21,8 @@ from grafient_pipeline.defs.resources import CostsApiResource, RegistryResource
 from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.partitions import NOTE_TAG, PLAN_DATE_TAG, cost_partitions, slices_for
 from grafient_pipeline.plans import PlanError, check_range, judging_date
-from grafient_pipeline.providers import get_provider
+from grafient_pipeline.providers import get_provider, local_api_down, resolve_base_url
+from grafient_pipeline.providers.base import UpstreamError
 from grafient_pipeline.registry import IntegrationNotFound, Registry, RegistryError
 from grafient_pipeline.run_workers import PID_TAG, worker_tags
 from grafient_pipeline.slice_sync import IntegrationRemoved, describe_failure, sync_slice
@@ -31,6 +35,7 @@ from grafient_pipeline.sync import (
 )
 from grafient_pipeline.table_docs import COLUMN_DOCS
 from grafient_pipeline.vault import MasterKeyError
+from grafient_pipeline.warehouse import connect
 
 GROUP = "openai_costs"
 KINDS = {"openai", "duckdb"}
@@ -147,11 +152,23 @@ def _validate(registry: Registry, slices: list[Slice], judged_on: date) -> None:
             raise dg.Failure(f"{piece.integration_id}: {error}") from None
 
 
-def _failed(context: dg.AssetExecutionContext, store: Registry, piece: Slice, error: Exception):
-    """Record why a slice failed on its integration (status error, last_error) and say it."""
+def _failed(
+    context: dg.AssetExecutionContext,
+    store: Registry,
+    piece: Slice,
+    error: Exception,
+    base_url: str | None,
+):
+    """Record why a slice failed on its integration (status error, last_error) and say it.
+
+    Failures of this machine rather than of the integration (a master key that does not fit,
+    the demo's emulator not running) leave its status as it is."""
     reason = describe_failure(error)
+    local_hint = local_api_down(base_url) if base_url else None
     if isinstance(error, IntegrationRemoved | IntegrationNotFound):
         reason = f"{piece.integration_id} was removed while it was syncing: nothing was written"
+    elif isinstance(error, UpstreamError) and local_hint:
+        reason = local_hint
     elif not _is_this_process(error):
         try:
             store.set_status(piece.integration_id, "error", reason)
@@ -175,9 +192,11 @@ def _sync(
     duckdb: DuckDBResource,
     staging_dir: Path,
 ) -> None:
+    base_url = None
     try:
         integration = store.get(piece.integration_id)
         provider = get_provider(integration.provider)
+        base_url = resolve_base_url(provider, integration.base_url)
         api_key = store.api_key(piece.integration_id)
         with api.client(provider, api_key, integration.base_url) as client:
             context.log.info(f"fetching {piece} from {provider.title}")
@@ -185,14 +204,14 @@ def _sync(
                 piece,
                 provider,
                 client,
-                duckdb.get_connection,
+                functools.partial(connect, duckdb.database),
                 run_id=context.run.run_id,
                 staging_dir=staging_dir,
                 today=utc_today(),
                 still_registered=lambda: _exists(store, piece.integration_id),
             )
     except Exception as error:
-        raise _failed(context, store, piece, error) from None
+        raise _failed(context, store, piece, error, base_url) from None
     context.log.info(synced.describe())
     store.mark_synced(piece.integration_id, datetime.now(UTC))
 
@@ -230,12 +249,12 @@ def openai_costs(
     _validate(store, slices, judged_on)
     if tags.get(NOTE_TAG):
         context.log.info(tags[NOTE_TAG])
-    with duckdb.get_connection() as conn:
+    with connect(duckdb.database) as conn:
         ensure_schema(conn)
         refresh_dim_integrations(conn, integration_rows(store))
     for piece in slices:
         _sync(context, piece, store, costs_api, duckdb, registry.settings.staging_dir)
-    with duckdb.get_connection() as conn:
+    with connect(duckdb.database) as conn:
         yield from _results(conn, slices)
 
 
