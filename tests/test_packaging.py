@@ -30,6 +30,8 @@ from grafient_pipeline.warehouse import SQL_DIR, load_models
 ROOT = Path(__file__).resolve().parent.parent
 NO_WEBSERVER = "http://127.0.0.1:9"  # nothing listens there: runs stay in-process
 MODEL_NAMES = sorted(path.stem for path in (ROOT / "dbt_like_sql").glob("*.sql"))
+PROVIDER_MODELS = sorted(p.stem for p in (ROOT / "grafient_pipeline" / "providers").glob("*/*.sql"))
+ALL_MODELS = sorted(MODEL_NAMES + PROVIDER_MODELS)
 NOT_BUILD_INPUT = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*cache", ".hypothesis",
     ".grafient", "results", "artifacts",
@@ -107,7 +109,7 @@ def test_the_installed_wheel_loads_its_own_models(installed: Installed, tmp_path
     assert result.returncode == 0, result.stderr
     module_file, models = result.stdout.split()
     assert Path(module_file).is_relative_to(installed.venv), "imported the checkout, not the wheel"
-    assert models.split(",") == MODEL_NAMES
+    assert models.split(",") == ALL_MODELS
 
 
 @pytest.mark.e2e
