@@ -312,15 +312,20 @@ class ApiClient:
                 failure = self._transport_failure(exc)
             waited = self._backoff(failure, attempt, waited)
 
+    def _read_body(self, response: httpx.Response, limit: int = MAX_JSON_BODY) -> bytes:
+        """A success's whole body, refused (malformed) beyond ``limit`` bytes."""
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise MalformedResponseError(self._malformed("the body is too large"))
+        return bytes(body)
+
     def _get_json(self, path: str, params: Params) -> tuple[Any, httpx.Headers]:
-        """A small JSON answer, whole (at most MAX_JSON_BODY bytes), and its headers."""
+        """A small JSON answer, whole, and its headers."""
 
         def read(response: httpx.Response, attempt: int) -> Generator[None, None, Any]:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_JSON_BODY:
-                    raise MalformedResponseError(self._malformed("the body is too large"))
+            body = self._read_body(response)
             try:
                 return json.loads(body.decode("utf-8")), response.headers
             except (ValueError, RecursionError):
@@ -333,6 +338,26 @@ class ApiClient:
             yield  # pragma: no cover  (makes this a generator)
 
         return run_to_value(self._send(path, params, read))
+
+    def _cursor_pages(
+        self,
+        query: Params,
+        max_pages: int,
+        fetch: Callable[[Params], Generator[Y, None, tuple[bool, str | None]]],
+    ) -> Iterator[Y]:
+        """What ``fetch(params)`` yields for each page of a ``page``-cursor paged query; it
+        returns (has_more, next cursor). A repeated cursor or too many pages is malformed."""
+        cursors: set[str] = set()
+        cursor: str | None = None
+        for _ in range(max_pages):
+            params = query if cursor is None else [*query, ("page", cursor)]
+            has_more, cursor = yield from fetch(params)
+            if not has_more:
+                return
+            if cursor in cursors:
+                raise MalformedResponseError(self._malformed("next_page repeats an earlier cursor"))
+            cursors.add(cursor)  # type: ignore[arg-type]
+        raise MalformedResponseError(self._malformed("it kept returning more pages"))
 
     def _iter_list(self, path: str, params: Params, after_param: str) -> Iterator[dict[str, Any]]:
         """The objects of a list endpoint paged with ``has_more`` and an ``after`` id

@@ -220,17 +220,7 @@ class CostsClient(ApiClient):
             raise self._names_denied(exc, what) from None
 
     def _pages(self, query: list[tuple[str, str | int]], max_pages: int) -> Iterator[CostBucket]:
-        cursors: set[str] = set()
-        cursor: str | None = None
-        for _ in range(max_pages):
-            params = query if cursor is None else [*query, ("page", cursor)]
-            has_more, cursor = yield from self._fetch_page(params)
-            if not has_more:
-                return
-            if cursor in cursors:
-                raise MalformedResponseError(self._malformed("next_page repeats an earlier cursor"))
-            cursors.add(cursor)  # type: ignore[arg-type]
-        raise MalformedResponseError(self._malformed("it kept returning more pages"))
+        return self._cursor_pages(query, max_pages, self._fetch_page)
 
     def _fetch_page(
         self, params: list[tuple[str, str | int]]
