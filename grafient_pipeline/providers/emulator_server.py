@@ -472,6 +472,50 @@ def _install_sigterm(stop: threading.Event) -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
+def banner(emulator: Any, title: str, base_url_setting: str, serving: str) -> list[str]:
+    """What an emulator command prints once it listens: base URL, the export line, its keys."""
+    return [
+        f"Grafient {title} emulator",
+        f"Base URL: {emulator.base_url}",
+        f"  export {base_url_setting}={emulator.base_url}",
+        "Organizations and their (demo) admin keys:",
+        *(f"  {org}  {key}" for org, key in emulator.orgs.items()),
+        f"Serving {serving} until Ctrl-C.",
+    ]
+
+
+def run_emulator(
+    args: argparse.Namespace, emulator_class: Callable[..., HttpEmulator], lines: list[str]
+) -> int:
+    """Build ``emulator_class(orgs, seed=, results_per_day=, port=, host=)`` from the parsed
+    options, print the banner (``lines``: title, base URL setting, what it serves), serve
+    until Ctrl-C or SIGTERM; 1 when it cannot start."""
+    orgs = dict(args.org) if args.org else None
+
+    def build() -> HttpEmulator:
+        return emulator_class(
+            orgs,
+            seed=args.seed,
+            results_per_day=args.results_per_day,
+            port=args.port,
+            host=args.host,
+        )
+
+    return serve_until_stopped(args, build, lambda emulator: banner(emulator, *lines))
+
+
+def command_main(
+    module: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: list[str] | None,
+) -> int:
+    """``python -m <module>``: parse the emulator's options and run it."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
 def serve_until_stopped(
     args: argparse.Namespace,
     build: Callable[[], HttpEmulator],

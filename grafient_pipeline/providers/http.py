@@ -59,6 +59,22 @@ def mask_key(key: str, prefixes: tuple[str, ...]) -> str:
     return f"{prefix}...{rest[-4:]}" if len(rest) >= 12 else f"{prefix}..."
 
 
+class PageFormatError(Exception):
+    """Internal: what is wrong with a costs page body; a client turns it into
+    MalformedResponseError."""
+
+
+def page_cursor(has_more: Any, next_page: Any) -> tuple[bool, str | None]:
+    """(has_more, next cursor) of a costs page, checked; raises PageFormatError."""
+    if has_more is None and next_page:
+        has_more = True  # a null has_more beside a cursor: follow it rather than drop pages
+    if has_more is not None and type(has_more) is not bool:
+        raise PageFormatError("has_more is not a boolean")
+    if has_more and (type(next_page) is not str or not next_page):
+        raise PageFormatError("has_more is true but next_page is not a cursor")
+    return bool(has_more), next_page if has_more else None
+
+
 def key_problem(
     key: str, *, vendor: str, admin_prefix: str, other_keys: tuple[str, str], where: str, mask: str
 ) -> tuple[type[CostsApiError], str] | None:
@@ -213,24 +229,29 @@ class ApiClient:
     vendor: ClassVar[str]  # "OpenAI": who answered
     messages: ClassVar[Mapping[str, tuple[str, str]]]  # failure name -> (head, tail)
     request_id_header: ClassVar[str] = "x-request-id"
-    base_url_setting: ClassVar[str] = ""
+    extra_headers: ClassVar[Mapping[str, str]] = {}
+    max_page_size: ClassVar[int] = 1  # buckets a costs page may hold
 
     def __init__(
         self,
         api_key: str,
         base_url: str,
         *,
+        page_size: int | None = None,
         timeout: float = 60.0,
         max_attempts: int = 6,
         max_total_wait: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
         rng: random.Random | None = None,
-        headers: Mapping[str, str] | None = None,
     ) -> None:
+        page_size = self.max_page_size if page_size is None else page_size
+        if not 1 <= page_size <= self.max_page_size:
+            raise ValueError(f"page_size must be 1..{self.max_page_size}, not {page_size}")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._key = api_key
+        self._page_size = page_size
         self.base_url = base_url.rstrip("/")
         self._max_attempts = max_attempts
         self._max_total_wait = max_total_wait
@@ -244,12 +265,13 @@ class ApiClient:
             headers={
                 "Accept": "application/json",
                 "User-Agent": "grafient-pipeline",
-                **(headers or {}),
+                **self.extra_headers,
             },
         )
         self.request_count = 0
         self.retry_count = 0
         self._path = ""  # of the request being made (for messages)
+        self.organization_id: str | None = None  # as the last answer named it
 
     def close(self) -> None:
         self._http.close()

@@ -10,9 +10,9 @@ result's original JSON kept. Retries and errors are the providers' shared ones
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -109,24 +109,15 @@ class AnthropicCostsClient(ApiClient):
     vendor = "Anthropic"
     messages = _STATUS_MESSAGES
     request_id_header = "request-id"
+    extra_headers: ClassVar[Mapping[str, str]] = {"anthropic-version": ANTHROPIC_VERSION}
+    max_page_size = MAX_PAGE_SIZE
 
     def __init__(
-        self,
-        api_key: str,
-        base_url: str = "https://api.anthropic.com/v1",
-        *,
-        page_size: int = MAX_PAGE_SIZE,
-        **options: Any,
+        self, api_key: str, base_url: str = "https://api.anthropic.com/v1", **options: Any
     ) -> None:
-        """``options``: timeout, max_attempts, max_total_wait, sleep, transport, rng (see
-        :class:`ApiClient`)."""
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
-        super().__init__(
-            api_key, base_url, headers={"anthropic-version": ANTHROPIC_VERSION}, **options
-        )
-        self._page_size = page_size
-        self.organization_id: str | None = None
+        """``options``: page_size (buckets, 1..31), timeout, max_attempts, max_total_wait,
+        sleep, transport, rng (see :class:`ApiClient`)."""
+        super().__init__(api_key, base_url, **options)
 
     # ----------------------------------------------------------------- public calls
 

@@ -17,6 +17,9 @@ from decimal import Context, Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from grafient_pipeline.providers.base import CostBucket, CostResult
+from grafient_pipeline.providers.http import PageFormatError, page_cursor
+
+__all__ = ["PageFormatError", "cents_to_usd", "line_item", "parse_page"]
 
 T = TypeVar("T")
 _WS = re.compile(r"[ \t\n\r]*")
@@ -36,10 +39,6 @@ TEXT_FIELDS = (
     "context_window",
 )
 COMPOSED_FROM = ("model", "cost_type", "token_type", "service_tier", "context_window")
-
-
-class PageFormatError(Exception):
-    """Internal: what is wrong with a body; the client turns it into MalformedResponseError."""
 
 
 def _fits(value: Decimal) -> bool:
@@ -196,11 +195,4 @@ def _page_info(page: dict[str, Any]) -> tuple[list[CostBucket], bool, str | None
     buckets = page.get("data")
     if type(buckets) is not list:
         raise PageFormatError("the body has no data list")
-    has_more, next_page = page.get("has_more"), page.get("next_page")
-    if has_more is None and next_page:
-        has_more = True  # a null has_more beside a cursor: follow it rather than drop pages
-    if has_more is not None and type(has_more) is not bool:
-        raise PageFormatError("has_more is not a boolean")
-    if has_more and (type(next_page) is not str or not next_page):
-        raise PageFormatError("has_more is true but next_page is not a cursor")
-    return buckets, bool(has_more), next_page if has_more else None
+    return (buckets, *page_cursor(page.get("has_more"), page.get("next_page")))

@@ -44,13 +44,14 @@ from grafient_pipeline.providers.emulator_server import (
     Response,
     add_common_arguments,
     collect_params,
+    command_main,
     day_start,
     demo_key,
     int_param,
     iso,
     list_body,
     list_page,
-    serve_until_stopped,
+    run_emulator,
 )
 
 PREFIX = "/v1/organizations/"
@@ -317,41 +318,26 @@ class AnthropicEmulator(HttpEmulator):
 # --------------------------------------------------------------------------- command line
 
 
+_MODULE = "grafient_pipeline.providers.anthropic.emulator"
+_BANNER = [
+    "Anthropic Admin API",
+    "GRAFIENT_ANTHROPIC_BASE_URL",
+    "GET /v1/organizations/cost_report",
+]
+
+
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``grafient emulator --provider anthropic`` and ``python -m ...emulator``."""
     add_common_arguments(parser, key_prefix=ADMIN_PREFIX, port=8788, results_per_day=24)
 
 
-def _banner(emulator: AnthropicEmulator) -> list[str]:
-    return [
-        "Grafient Anthropic Admin API emulator",
-        f"Base URL: {emulator.base_url}",
-        f"  export GRAFIENT_ANTHROPIC_BASE_URL={emulator.base_url}",
-        "Organizations and their (demo) admin keys:",
-        *(f"  {org}  {key}" for org, key in emulator.orgs.items()),
-        "Serving GET /v1/organizations/cost_report until Ctrl-C.",
-    ]
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     """Start the emulator, print its base URL and keys, serve until Ctrl-C or SIGTERM."""
-    orgs = dict(args.org) if args.org else None
-
-    def build() -> AnthropicEmulator:
-        return AnthropicEmulator(
-            orgs, seed=args.seed, results_per_day=args.results_per_day, port=args.port,
-            host=args.host,
-        )  # fmt: skip
-
-    return serve_until_stopped(args, build, _banner)
+    return run_emulator(args, AnthropicEmulator, _BANNER)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m grafient_pipeline.providers.anthropic.emulator"
-    )
-    add_emulator_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    return command_main(_MODULE, add_emulator_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

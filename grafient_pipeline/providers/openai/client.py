@@ -131,22 +131,14 @@ class CostsClient(ApiClient):
     api_name = "the Costs API"
     vendor = "OpenAI"
     messages = _STATUS_MESSAGES
+    max_page_size = MAX_PAGE_SIZE
 
     def __init__(
-        self,
-        api_key: str,
-        base_url: str = "https://api.openai.com/v1",
-        *,
-        page_size: int = MAX_PAGE_SIZE,
-        **options: Any,
+        self, api_key: str, base_url: str = "https://api.openai.com/v1", **options: Any
     ) -> None:
-        """``options``: timeout, max_attempts, max_total_wait, sleep, transport, rng (see
-        :class:`ApiClient`)."""
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ValueError(f"page_size must be 1..{MAX_PAGE_SIZE}, not {page_size}")
+        """``options``: page_size, timeout, max_attempts, max_total_wait, sleep, transport,
+        rng (see :class:`ApiClient`)."""
         super().__init__(api_key, base_url, **options)
-        self._page_size = page_size
-        self.organization_id: str | None = None  # from the last successful response
 
     # ----------------------------------------------------------------- public calls
 

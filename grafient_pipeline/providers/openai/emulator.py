@@ -48,10 +48,11 @@ from grafient_pipeline.providers.emulator_server import (
     FaultSwitches,
     HttpEmulator,
     add_common_arguments,
+    command_main,
     int_param,
     list_body,
     list_page,
-    serve_until_stopped,
+    run_emulator,
 )
 from grafient_pipeline.providers.openai.emulator_data import (
     EMPTY_DAY_RATE,
@@ -451,42 +452,22 @@ def _select(
 # --------------------------------------------------------------------------- command line
 
 
+_MODULE = "grafient_pipeline.providers.openai.emulator"
+_BANNER = ["OpenAI Costs API", "GRAFIENT_OPENAI_BASE_URL", "GET /v1/organization/costs"]
+
+
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the emulator command (``grafient emulator`` and ``python -m ...emulator``)."""
     add_common_arguments(parser, key_prefix="sk-admin-", port=8787, results_per_day=40)
 
 
-def _banner(emulator: CostsEmulator) -> list[str]:
-    return [
-        "Grafient OpenAI Costs API emulator",
-        f"Base URL: {emulator.base_url}",
-        f"  export GRAFIENT_OPENAI_BASE_URL={emulator.base_url}",
-        "Organizations and their (demo) admin keys:",
-        *(f"  {org}  {key}" for org, key in emulator.orgs.items()),
-        "Serving GET /v1/organization/costs until Ctrl-C.",
-    ]
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     """Start the emulator, print its base URL and keys, serve until Ctrl-C or SIGTERM."""
-    orgs = dict(args.org) if args.org else None
-
-    def build() -> CostsEmulator:
-        return CostsEmulator(
-            orgs,
-            seed=args.seed,
-            results_per_day=args.results_per_day,
-            port=args.port,
-            host=args.host,
-        )
-
-    return serve_until_stopped(args, build, _banner)
+    return run_emulator(args, CostsEmulator, _BANNER)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grafient_pipeline.providers.openai.emulator")
-    add_emulator_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    return command_main(_MODULE, add_emulator_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":
