@@ -63,9 +63,8 @@ def cents_to_usd(amount: Any) -> str:
         raise PageFormatError(
             f"the amount {text} (cents) does not fit 22 integer digits and 16 decimals exactly"
         )
-    if usd.as_tuple().exponent < -16:  # type: ignore[operator]  (trailing zeros beyond 16)
-        usd = _WIDE.quantize(usd, _QUANTUM)
-    return format(usd, "f")
+    text = format(usd, "f")  # within 16 decimals once trailing zeros go (it fits)
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def line_item(fields: dict[str, str | None]) -> str | None:
