@@ -11,10 +11,11 @@ import socket
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from grafient_pipeline.providers.anthropic import PROVIDER as ANTHROPIC
 from grafient_pipeline.providers.base import Provider
 from grafient_pipeline.providers.openai import PROVIDER as OPENAI
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (OPENAI,)}
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (OPENAI, ANTHROPIC)}
 DEFAULT_PROVIDER = OPENAI.name
 
 

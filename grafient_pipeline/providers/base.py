@@ -52,6 +52,21 @@ class ConnectionCheck:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class NameRecord:
+    """A name a person knows for an id in the cost data: a project (OpenAI project, Anthropic
+    workspace) or an API key. Only what the API shows is kept: never key material beyond the
+    redacted value (or hint) the API itself gives."""
+
+    kind: str  # "project" or "api_key"
+    id: str  # matches fct_costs.project_id / fct_costs.api_key_id
+    name: str | None
+    status: str | None  # "active", "archived", ... as the provider says
+    project_id: str | None  # an API key's project (workspace); None for a project
+    redacted_value: str | None  # an API key's redacted value as the API sent it
+    owner: str | None = None  # an API key's owner (user or service account name), if given
+
+
 class CostsApiError(Exception):
     """A Costs API call failed; ``str(error)`` is one sentence, safe to show (no key in it)."""
 
@@ -72,11 +87,12 @@ class InvalidKeyError(CostsApiError):
 
 
 class PermissionDeniedError(CostsApiError):
-    """403 (or 401 "Missing scopes", or a non-admin key): the key cannot read costs."""
+    """403 (or 401 "Missing scopes", or a non-admin key): the key cannot read costs (or, from
+    ``iter_projects``/``iter_api_keys``, the names: skip them with a warning)."""
 
 
 class BadRequestError(CostsApiError):
-    """400: OpenAI rejected a request parameter."""
+    """400: the provider rejected a request parameter."""
 
 
 class RateLimitedError(CostsApiError):
@@ -99,6 +115,10 @@ class CostClient(Protocol):
     def iter_buckets(self, start: date, end: date) -> Iterator[CostBucket]: ...
 
     def test_connection(self) -> ConnectionCheck: ...
+
+    def iter_projects(self) -> Iterator[NameRecord]: ...
+
+    def iter_api_keys(self) -> Iterator[NameRecord]: ...
 
     def close(self) -> None: ...
 

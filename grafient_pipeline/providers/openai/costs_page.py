@@ -16,6 +16,9 @@ from decimal import Context, Decimal
 from typing import Any
 
 from grafient_pipeline.providers.base import CostBucket, CostResult
+from grafient_pipeline.providers.http import PageFormatError, page_cursor
+
+__all__ = ["PageFormatError", "PageReader"]
 
 MAX_VALUE_CHARS = 16 * 1024 * 1024  # a single JSON value (result, extra key) beyond: malformed
 
@@ -36,10 +39,6 @@ _SMALL_EXPONENT_FORM = re.compile(r"(-?)([0-9])(?:\.([0-9]{1,15}))?[eE]-0*([1-9]
 _INT_LIMIT = 10**22
 _QUANTUM = Decimal(1).scaleb(-16)
 _WIDE = Context(prec=60)
-
-
-class PageFormatError(Exception):
-    """Internal: what is wrong with a body; the client turns it into MalformedResponseError."""
 
 
 _new_tuple = tuple.__new__
@@ -284,11 +283,4 @@ class PageReader:
     def page_info(self) -> tuple[bool, str | None]:
         if not self.saw_data:
             raise PageFormatError("the body has no data list")
-        has_more, next_page = self.meta.get("has_more"), self.meta.get("next_page")
-        if has_more is None and next_page:
-            has_more = True  # a null has_more beside a cursor: follow it rather than drop pages
-        if has_more is not None and type(has_more) is not bool:
-            raise PageFormatError("has_more is not a boolean")
-        if has_more and (type(next_page) is not str or not next_page):
-            raise PageFormatError("has_more is true but next_page is not a cursor")
-        return bool(has_more), next_page if has_more else None
+        return page_cursor(self.meta.get("has_more"), self.meta.get("next_page"))

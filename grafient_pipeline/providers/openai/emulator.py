@@ -32,27 +32,28 @@ messages, responses) in :mod:`.emulator_protocol`; this module holds the fault s
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
-import hashlib
-import hmac
-import secrets
-import signal
-import socket
+import json
 import sys
-import threading
-import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
+from grafient_pipeline.providers.emulator_server import (
+    Cursors,
+    FaultSwitches,
+    HttpEmulator,
+    add_common_arguments,
+    command_main,
+    int_param,
+    list_body,
+    list_page,
+    run_emulator,
+)
 from grafient_pipeline.providers.openai.emulator_data import (
     EMPTY_DAY_RATE,
     LINE_ITEMS,
@@ -62,12 +63,15 @@ from grafient_pipeline.providers.openai.emulator_data import (
     Shape,
     Universe,
     amount_text,
+    api_key_items,
     base_units,
     generate_day,
     grouped_fragment,
     j,
     leaf_fragment,
     leaf_row,
+    names_route,
+    project_items,
     result_head,
     scale_units,
     units_to_decimal,
@@ -89,7 +93,6 @@ from grafient_pipeline.providers.openai.emulator_protocol import (
     bad_key,
     bucket_spans,
     check_orgs,
-    coalesce,
     day_start,
     iso,
     parse_query,
@@ -126,54 +129,30 @@ DAY_CACHE_MAX = 1024
 
 
 @dataclass
-class Faults:
-    """Fault switches; mutable at runtime (``emulator.faults.rate_limit_first = 2``).
+class Faults(FaultSwitches):
+    """Fault switches (see :class:`FaultSwitches`) plus OpenAI's shape quirks.
 
-    The ``*_first`` counters mean "the next K eligible requests, counted from when the field was
-    last assigned". They are consumed in this order: 429, then 5xx (both for any request), then
-    malformed, then truncated (both only for answers that would otherwise be a 200).
-    ``rate_limit_every=N`` answers 429 to every request whose ``request_count`` is a multiple of N.
-    A 502 comes back as a Cloudflare-style HTML page; 500/503 as OpenAI JSON errors.
-    ``truncated_first`` sends the headers with the full Content-Length, half the body, then closes
-    the connection. Shape quirks: ``amounts_as_strings`` quotes the same exact amount text;
-    ``extra_keys`` adds ``organization_id`` (and a few more) to page, buckets and results;
-    ``legacy_shape`` omits ``api_key_id``, ``quantity`` and ``quantity_unit`` and, like the old
-    API, ignores ``group_by=api_key_id`` (amounts are then summed over keys).
+    A 502 comes back as a Cloudflare-style HTML page; 500/503 as OpenAI JSON errors. Shape
+    quirks: ``amounts_as_strings`` quotes the same exact amount text; ``extra_keys`` adds
+    ``organization_id`` (and a few more) to page, buckets and results; ``legacy_shape`` omits
+    ``api_key_id``, ``quantity`` and ``quantity_unit`` and, like the old API, ignores
+    ``group_by=api_key_id`` (amounts are then summed over keys).
     """
 
-    rate_limit_first: int = 0
-    rate_limit_every: int = 0
-    retry_after: str | None = "1"
-    server_error_first: int = 0
-    server_error_status: int = 500
-    slow_seconds: float = 0.0
-    malformed_first: int = 0
-    truncated_first: int = 0
     amounts_as_strings: bool = False
     extra_keys: bool = False
     legacy_shape: bool = False
-    _fired: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        fired = self.__dict__.get("_fired")
-        if fired is not None and name.endswith("_first"):
-            fired[name] = 0
-
-    def take(self, name: str) -> bool:
-        """Consume one firing of the ``*_first`` fault ``name``; True if it fires now."""
-        done = self._fired.get(name, 0)
-        if done >= getattr(self, name):
-            return False
-        self._fired[name] = done + 1
-        return True
 
 
 # --------------------------------------------------------------------------- emulator
 
 
-class CostsEmulator:
+class CostsEmulator(HttpEmulator):
     """The emulated endpoint over real HTTP; see the module docstring for the data rules."""
+
+    processing_header = "openai-processing-ms"
+    malformed_body = MALFORMED
+    faults: Faults
 
     def __init__(
         self,
@@ -189,71 +168,19 @@ class CostsEmulator:
         check_orgs(self.orgs)
         if results_per_day < 0:
             raise ValueError("results_per_day must be >= 0")
-        self.seed, self.results_per_day, self.port, self.host = seed, results_per_day, port, host
+        super().__init__(port=port, host=host)
+        self.seed, self.results_per_day = seed, results_per_day
         self._now = now or (lambda: datetime.now(UTC))
         self.faults = Faults()
-        self.base_url = ""
-        self.request_count = 0
         self._key_org = {key: org for org, key in self.orgs.items()}
         self._revoked: set[str] = set()
         self._restated: dict[tuple[str, date], list[Decimal]] = {}
-        self._lock = threading.RLock()
         self._universes: dict[str, Universe] = {}
         self._days: OrderedDict[tuple[str, date], Day] = OrderedDict()
         self._frags: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._frag_bytes = 0
         self._leaf_caches: dict[tuple[str, Shape], tuple[list[bytes], LeafBodies]] = {}
-        self._secret = hashlib.sha256(f"grafient-emulator-cursor|{seed}".encode()).digest()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._conns: set[socket.socket] = set()
-
-    # ---------------------------------------------------------------- lifecycle
-
-    def start(self) -> CostsEmulator:
-        if self._server is not None:
-            return self
-        server = _Server((self.host, self.port), self)
-        self._server = server
-        shown = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        self.base_url = f"http://{shown}:{server.server_address[1]}/v1"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            conns, self._conns = list(self._conns), set()
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> CostsEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _track(self, conn: socket.socket, open_: bool) -> None:
-        with self._lock:
-            if open_:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
+        self._cursors = Cursors(seed)
 
     # ---------------------------------------------------------------- test controls
 
@@ -383,33 +310,37 @@ class CostsEmulator:
 
     # ---------------------------------------------------------------- requests
 
+    def answer(self, method: str, target: str, headers: Mapping[str, str]) -> Response:
+        return self.handle(method, target, headers.get("Authorization"))
+
     def handle(self, method: str, target: str, authorization: str | None) -> Response:
         """Answer one HTTP request (used by the HTTP handler; callable directly in tests)."""
-        with self._lock:
-            self.request_count += 1
-            number, faults = self.request_count, self.faults
-        if faults.slow_seconds > 0:
-            time.sleep(faults.slow_seconds)
-        with self._lock:
-            fault = _transport_fault(number, faults)
-        if fault is not None:
-            return fault
-        try:
-            org = self._authenticate(method, target, authorization)
-            response = self._page(org, parse_query(urlsplit(target).query), self._now_ts())
-        except ApiError as err:
-            return Response.error(err)
-        with self._lock:
-            if faults.take("malformed_first"):
-                response.chunks = [MALFORMED]
-            elif faults.take("truncated_first"):
-                response.truncate = True
-        return response
+        return self.with_faults(lambda: self._route(method, target, authorization))
 
-    def _authenticate(self, method: str, target: str, authorization: str | None) -> str:
-        path = urlsplit(target).path
-        if method != "GET" or path != COSTS_PATH:
+    def rate_limited(self, headers: dict[str, str]) -> Response:
+        err = ApiError(
+            429,
+            "Rate limit reached for requests. Please try again later.",
+            code="rate_limit_exceeded",
+            type_="requests",
+        )
+        return Response.error(err, headers)
+
+    def server_error(self, status: int) -> Response:
+        return server_error(status)
+
+    def _route(self, method: str, target: str, authorization: str | None) -> Response:
+        parts = urlsplit(target)
+        path = parts.path
+        names = names_route(path)
+        if method != "GET" or (path != COSTS_PATH and names is None):
             raise ApiError(404, f"Invalid URL ({method} {path})")
+        org = self._authenticate(authorization)
+        if path == COSTS_PATH:
+            return self._page(org, parse_query(parts.query), self._now_ts())
+        return self._names_page(org, names, parts.query)  # type: ignore[arg-type]
+
+    def _authenticate(self, authorization: str | None) -> str:
         scheme, _, key = (authorization or "").strip().partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
@@ -421,6 +352,26 @@ class CostsEmulator:
         if org is None:
             raise ApiError(401, bad_key(key), code="invalid_api_key")
         return org
+
+    def _names_page(self, org: str, route: tuple[str, str | None], query: str) -> Response:
+        """GET /v1/organization/projects and /v1/organization/projects/{id}/api_keys."""
+        scalars = dict(parse_qsl(query, keep_blank_values=True))
+        limit = int_param(scalars, "limit", 1, 100, bad) or 20
+        with self._lock:
+            uni = self._universe(org)
+        kind, project_id = route
+        if kind == "projects":
+            archived = scalars.get("include_archived", "false").lower() == "true"
+            items = project_items(uni, archived)
+        else:
+            items = api_key_items(uni, project_id or "")
+            if items is None:
+                raise ApiError(404, f"No such project: {project_id}", code="not_found")
+        found = list_page(items, scalars.get("after"), limit)
+        if found is None:
+            raise bad("after", f"Invalid value for 'after': {scalars.get('after')!r}.")
+        body = {"object": "list", **list_body(*found)}
+        return Response(200, [json.dumps(body).encode()], {"openai-organization": org})
 
     def _shape(self, group_by: frozenset[str]) -> Shape:
         f = self.faults
@@ -464,27 +415,19 @@ class CostsEmulator:
         return (head + ',"results":[').encode()
 
     def _encode_cursor(self, next_start: int, fingerprint: str) -> str:
-        payload = f"{next_start}.{fingerprint}"
-        mac = hmac.new(self._secret, payload.encode(), "sha256").hexdigest()[:16]
-        raw = base64.urlsafe_b64encode(f"{payload}.{mac}".encode()).decode().rstrip("=")
-        return "page_" + raw
+        return self._cursors.encode(next_start, fingerprint)
 
     def _decode_cursor(self, page: str, fingerprint: str) -> int:
-        invalid = bad("page", f"Invalid value for 'page': {page!r} is not a valid cursor.")
-        if not page.startswith("page_"):
-            raise invalid
-        raw = page.removeprefix("page_")
         try:
-            text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-            next_start, fp, mac = text.split(".")
+            return self._cursors.decode(page, fingerprint)
+        except KeyError:
+            raise bad(
+                "page", "Invalid value for 'page': the cursor belongs to a different query."
+            ) from None
         except ValueError:
-            raise invalid from None
-        good = hmac.new(self._secret, f"{next_start}.{fp}".encode(), "sha256").hexdigest()[:16]
-        if not hmac.compare_digest(mac, good) or not next_start.isdigit():
-            raise invalid
-        if fp != fingerprint:
-            raise bad("page", "Invalid value for 'page': the cursor belongs to a different query.")
-        return int(next_start)
+            raise bad(
+                "page", f"Invalid value for 'page': {page!r} is not a valid cursor."
+            ) from None
 
 
 def _select(
@@ -506,178 +449,25 @@ def _select(
     return array("i", [d.keys[i] for i in idx]), array("i", [d.bkeys[i] for i in idx]), units
 
 
-def _transport_fault(number: int, faults: Faults) -> Response | None:
-    every = faults.rate_limit_every
-    if faults.take("rate_limit_first") or (every > 0 and number % every == 0):
-        headers = {} if faults.retry_after is None else {"Retry-After": faults.retry_after}
-        err = ApiError(
-            429,
-            "Rate limit reached for requests. Please try again later.",
-            code="rate_limit_exceeded",
-            type_="requests",
-        )
-        return Response.error(err, headers)
-    if faults.take("server_error_first"):
-        return server_error(faults.server_error_status)
-    return None
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], emulator: CostsEmulator) -> None:
-        self.emulator = emulator
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Dropped connections are normal here (faults, clients going away): stay quiet."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "cloudflare"
-    sys_version = ""
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.emulator._track(self.connection, True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.emulator._track(self.connection, False)
-
-    def end_headers(self) -> None:
-        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
-        super().end_headers()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request stderr log."""
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 0:
-            self.rfile.read(length)
-        started = time.perf_counter()
-        response = self.server.emulator.handle(
-            self.command, self.path, self.headers.get("Authorization")
-        )
-        self._write(response, started)
-
-    def _write(self, response: Response, started: float) -> None:
-        total = sum(map(len, response.chunks))
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(total))
-        self.send_header("openai-processing-ms", str(int((time.perf_counter() - started) * 1000)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        if response.truncate:
-            self.wfile.write(b"".join(response.chunks)[: total // 2])
-            self.close_connection = True
-            return
-        for piece in coalesce(response.chunks):
-            self.wfile.write(piece)
-
-
 # --------------------------------------------------------------------------- command line
 
 
-def _org_arg(text: str) -> tuple[str, str]:
-    org, sep, key = text.partition("=")
-    if not sep or not org.strip() or not key.strip().startswith("sk-admin-"):
-        raise argparse.ArgumentTypeError("expected ORG_ID=KEY with an sk-admin- key")
-    return org.strip(), key.strip()
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
+_MODULE = "grafient_pipeline.providers.openai.emulator"
+_BANNER = ["OpenAI Costs API", "GRAFIENT_OPENAI_BASE_URL", "GET /v1/organization/costs"]
 
 
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the emulator command (``grafient emulator`` and ``python -m ...emulator``)."""
-    parser.add_argument("--port", type=int, default=8787, help="TCP port (0 = any free port)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument(
-        "--org",
-        action="append",
-        type=_org_arg,
-        metavar="ORG_ID=KEY",
-        help="an organization and its sk-admin- key (repeatable; default: two demo orgs)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="data seed")
-    parser.add_argument(
-        "--results-per-day", type=_non_negative, default=40, help="cost rows per day"
-    )
-
-
-def _install_sigterm(stop: threading.Event) -> Callable[[], None]:
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-def _print_banner(emulator: CostsEmulator) -> None:
-    lines = [
-        "Grafient OpenAI Costs API emulator",
-        f"Base URL: {emulator.base_url}",
-        f"  export GRAFIENT_OPENAI_BASE_URL={emulator.base_url}",
-        "Organizations and their (demo) admin keys:",
-        *(f"  {org}  {key}" for org, key in emulator.orgs.items()),
-        "Serving GET /v1/organization/costs until Ctrl-C.",
-    ]
-    print("\n".join(lines), flush=True)
+    add_common_arguments(parser, key_prefix="sk-admin-", port=8787, results_per_day=40)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Start the emulator, print its base URL and keys, serve until Ctrl-C or SIGTERM."""
-    orgs = dict(args.org) if args.org else None
-    try:
-        emulator = CostsEmulator(
-            orgs,
-            seed=args.seed,
-            results_per_day=args.results_per_day,
-            port=args.port,
-            host=args.host,
-        ).start()
-    except (OSError, ValueError) as exc:
-        print(f"emulator: cannot start on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    restore = _install_sigterm(stop)
-    try:
-        _print_banner(emulator)
-        while not stop.wait(0.2):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.stop()
-        restore()
-    return 0
+    return run_emulator(args, CostsEmulator, _BANNER)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grafient_pipeline.providers.openai.emulator")
-    add_emulator_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    return command_main(_MODULE, add_emulator_arguments, run_from_args, argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ byte fragments. Pure functions and small value types; no HTTP, no requests, no l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -345,3 +346,91 @@ def grouped_fragment(
         body = _result_body(shape, amount_text(u, bool(padded)), li if li >= 0 else None, qty)
         out.append(head + body)
     return ",".join(out).encode()
+
+
+# --------------------------------------------------------------------------- names
+
+PROJECTS_PATH = "/v1/organization/projects"
+_PROJECT_NAMES = (
+    "Checkout Assistant",
+    "Support Bot",
+    "Research Sandbox",
+    "Search Ranking",
+    "Internal Tools",
+    "Marketing Copy",
+    "Data Labeling",
+    "Voice Agent",
+)
+_KEY_SUFFIXES = ("prod", "staging", "ci", "batch", "dev", "eval")
+_ARCHIVED_PROJECT = 2  # this project index is archived (its past spend still names it)
+_CREATED = 1_704_067_200  # 2024-01-01T00:00:00Z
+
+
+def names_route(path: str) -> tuple[str, str | None] | None:
+    """("projects", None) or ("api_keys", project id) for the names endpoints; else None."""
+    if path == PROJECTS_PATH:
+        return "projects", None
+    rest = path.removeprefix(PROJECTS_PATH + "/")
+    project_id, sep, tail = rest.partition("/")
+    if rest != path and sep and tail == "api_keys" and project_id:
+        return "api_keys", project_id
+    return None
+
+
+def project_name(index: int) -> str:
+    base = _PROJECT_NAMES[index % len(_PROJECT_NAMES)]
+    return base if index < len(_PROJECT_NAMES) else f"{base} {index // len(_PROJECT_NAMES) + 1}"
+
+
+def project_items(uni: Universe, include_archived: bool) -> list[dict[str, Any]]:
+    """The organization's projects as the projects endpoint lists them (ids of the cost data)."""
+    items = []
+    for i, project_id in enumerate(uni.projects):
+        archived = i == _ARCHIVED_PROJECT
+        if archived and not include_archived:
+            continue
+        items.append(
+            {
+                "id": project_id,
+                "object": "organization.project",
+                "name": project_name(i),
+                "created_at": _CREATED + i * 86_400,
+                "archived_at": _CREATED + 400 * 86_400 if archived else None,
+                "status": "archived" if archived else "active",
+            }
+        )
+    return items
+
+
+def api_key_items(uni: Universe, project_id: str) -> list[dict[str, Any]] | None:
+    """A project's API keys as its api_keys endpoint lists them; None for an unknown project."""
+    if project_id not in uni.projects:
+        return None
+    p = uni.projects.index(project_id)
+    slug = project_name(p).lower().replace(" ", "-")
+    items = []
+    for j in range(uni.per_project):
+        key_id = uni.keys[p * uni.per_project + j]
+        tail = hashlib.sha256(key_id.encode()).hexdigest()
+        if j % 2 == 0:
+            owner = {
+                "type": "user",
+                "user": {"id": f"user_{tail[:12]}", "name": f"Owner {p + 1}.{j + 1}"},
+            }
+        else:
+            owner = {
+                "type": "service_account",
+                "service_account": {"id": f"svc_acct_{tail[:12]}", "name": f"{slug}-bot"},
+            }
+        items.append(
+            {
+                "object": "organization.project.api_key",
+                "id": key_id,
+                "name": f"{slug}-{_KEY_SUFFIXES[j % len(_KEY_SUFFIXES)]}",
+                "redacted_value": f"sk-proj-{tail[:2]}****{tail[-4:]}",
+                "created_at": _CREATED + (p * uni.per_project + j) * 3_600,
+                "last_used_at": None,
+                "owner": owner,
+            }
+        )
+    return items

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from urllib.parse import parse_qsl
+from dataclasses import dataclass
 
-DAY = 86_400
+from grafient_pipeline.providers.emulator_server import (
+    DAY,
+    HTML_502,
+    EmulatedError,
+    Response,
+    coalesce,
+    collect_params,
+    day_start,
+    demo_key,
+    int_param,
+    iso,
+)
+
+__all__ = ["DAY", "Response", "coalesce", "day_start", "iso"]  # re-exported for the emulator
 COSTS_PATH = "/v1/organization/costs"
 GROUP_DIMS = ("project_id", "line_item", "api_key_id")
 MAX_LIMIT = 180
@@ -24,18 +33,15 @@ DEFAULT_LIMIT = 7
 _MAX_TS = 2**33
 
 
-def _demo_key(org_id: str) -> str:
-    digest = hashlib.sha256(f"grafient-demo|{org_id}".encode()).hexdigest()[:32]
-    return f"sk-admin-demo-{org_id.removeprefix('org-')}-{digest}"
-
-
-DEMO_ORGS: dict[str, str] = {o: _demo_key(o) for o in ("org-acme-prod", "org-acme-research")}
+DEMO_ORGS: dict[str, str] = {
+    o: demo_key("sk-admin-", o) for o in ("org-acme-prod", "org-acme-research")
+}
 
 
 # --------------------------------------------------------------------------- requests
 
 
-class ApiError(Exception):
+class ApiError(EmulatedError):
     """An OpenAI-style error answer."""
 
     def __init__(
@@ -87,28 +93,8 @@ class Query:
 _ARRAY_PARAMS = ("group_by", "project_ids", "api_key_ids")
 
 
-def _collect_params(query: str) -> tuple[dict[str, str], dict[str, list[str]]]:
-    scalars: dict[str, str] = {}
-    arrays: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        base = name.removesuffix("[]")
-        if base in _ARRAY_PARAMS:
-            arrays.setdefault(base, []).append(value)
-        elif name == base:
-            scalars[name] = value
-    return scalars, arrays
-
-
 def _int_param(scalars: dict[str, str], name: str, low: int, high: int) -> int | None:
-    raw = scalars.get(name)
-    if raw is None:
-        return None
-    if not re.fullmatch(r"-?[0-9]+", raw.strip()):
-        raise bad(name, f"Invalid value for '{name}': {raw!r} is not an integer.")
-    value = int(raw.strip())
-    if not low <= value <= high:
-        raise bad(name, f"Invalid value for '{name}': must be between {low} and {high}.")
-    return value
+    return int_param(scalars, name, low, high, bad)
 
 
 def _array_param(arrays: dict[str, list[str]], name: str) -> frozenset[str] | None:
@@ -122,7 +108,7 @@ def _array_param(arrays: dict[str, list[str]], name: str) -> frozenset[str] | No
 
 def parse_query(query: str) -> Query:
     """Validate the query string of a costs request; raises :class:`ApiError` (400)."""
-    scalars, arrays = _collect_params(query)
+    scalars, arrays = collect_params(query, _ARRAY_PARAMS)
     start = _int_param(scalars, "start_time", 0, _MAX_TS)
     if start is None:
         raise bad("start_time", "Missing required parameter: 'start_time'.")
@@ -159,53 +145,7 @@ def _mask(key: str) -> str:
     return f"{prefix}***{key[-4:]}"
 
 
-@dataclass
-class Response:
-    status: int
-    chunks: list[bytes]
-    headers: dict[str, str] = field(default_factory=dict)
-    truncate: bool = False
-    content_type: str = "application/json"
-
-    @classmethod
-    def error(cls, err: ApiError, headers: dict[str, str] | None = None) -> Response:
-        return cls(err.status, [err.body()], headers or {})
-
-
-_HTML_502 = (
-    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n"
-    b"</body>\r\n</html>\r\n"
-)
 MALFORMED = b'{"object":"page","data":[{"object":"bucket","start_time":,"results":[{]}'
-
-
-def coalesce(chunks: list[bytes], size: int = 1 << 20) -> Iterable[bytes]:
-    """Merge small chunks into writes of about ``size`` bytes; big chunks pass through."""
-    pending: list[bytes] = []
-    pending_len = 0
-    for chunk in chunks:
-        if len(chunk) >= size:
-            if pending:
-                yield b"".join(pending)
-                pending, pending_len = [], 0
-            yield chunk
-            continue
-        pending.append(chunk)
-        pending_len += len(chunk)
-        if pending_len >= size:
-            yield b"".join(pending)
-            pending, pending_len = [], 0
-    if pending:
-        yield b"".join(pending)
-
-
-def day_start(day: date) -> int:
-    return (day - date(1970, 1, 1)).days * DAY
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def bucket_spans(
@@ -250,7 +190,7 @@ def check_orgs(orgs: dict[str, str]) -> None:
 
 def server_error(status: int) -> Response:
     if status == 502:
-        return Response(502, [_HTML_502], content_type="text/html")
+        return Response(502, [HTML_502], content_type="text/html")
     message = (
         "The server is overloaded or not ready yet."
         if status == 503
