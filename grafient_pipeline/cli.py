@@ -22,6 +22,7 @@ from grafient_pipeline.console import (
     print_table,
     say_waiting,
 )
+from grafient_pipeline.dashboard import command as dashboard_command
 from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window
 from grafient_pipeline.redact import scrub
 from grafient_pipeline.settings import Settings, SettingsError, load_settings
@@ -330,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the emulator's port (default: a free port)",
     )  # fmt: skip
     demo.set_defaults(handler=cmd_demo)
+    dashboard_command.add_commands(commands)
     return parser
 
 

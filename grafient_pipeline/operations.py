@@ -57,6 +57,20 @@ def add_integration(settings: Settings, label: str, plan: str, key: str) -> str:
     return integration.id
 
 
+def check_key(settings: Settings, key: str) -> ConnectionCheck:
+    """Test Connection for a key that is not saved (the Add Integration form's first step).
+
+    The same request as `add_integration` makes before saving; nothing is stored.
+    """
+    from grafient_pipeline.openai.client import CostsClient
+
+    key = key.strip()
+    if not key:
+        raise OperationError("no key given: paste a read-only admin key (sk-admin-...)")
+    with CostsClient(key, settings.openai_base_url, max_attempts=3) as client:
+        return client.test_connection()
+
+
 def test_integration(settings: Settings, integration_id: str) -> tuple[str, ConnectionCheck]:
     """Test Connection with the stored key; sets the status `active` or `error`."""
     from grafient_pipeline.openai.client import CostsClient

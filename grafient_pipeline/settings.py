@@ -41,6 +41,11 @@ class Settings:
     def staging_dir(self) -> Path:
         return self.home / "staging"
 
+    @property
+    def snapshot_path(self) -> Path:
+        """The read-only copy of the marts the dashboard reads (grafient_pipeline.snapshot)."""
+        return self.home / "snapshot.duckdb"
+
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
