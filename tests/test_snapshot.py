@@ -118,3 +118,25 @@ def test_no_warehouse_yet(tmp_path: Path):
 def test_settings_name_the_snapshot_in_the_home(tmp_path: Path):
     settings = load_settings({"GRAFIENT_HOME": str(tmp_path)})
     assert settings.snapshot_path == tmp_path / "snapshot.duckdb"
+
+
+def test_a_new_snapshot_is_built_in_the_background_while_the_old_view_answers():
+    import threading
+
+    from grafient_pipeline.dashboard.views import ViewCache
+
+    cache, release = ViewCache(), threading.Event()
+    assert cache.latest("page", 1, lambda: (1, "first")) == "first"
+
+    def slow_build() -> tuple[int, str]:
+        release.wait(10)
+        return 2, "second"
+
+    started = time.monotonic()
+    assert cache.latest("page", 2, slow_build) == "first"  # at once, not after the build
+    assert time.monotonic() - started < 1
+    release.set()
+    deadline = time.monotonic() + 10
+    while cache.latest("page", 2, slow_build) != "second":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)

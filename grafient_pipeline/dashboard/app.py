@@ -217,7 +217,7 @@ def create_app(
         routes=routes(),
         middleware=[
             Middleware(security.SecurityHeaders),
-            Middleware(GZipMiddleware, minimum_size=1000),
+            Middleware(GZipMiddleware, minimum_size=1000, compresslevel=5),
         ],
     )
     app.state.ctx = ctx

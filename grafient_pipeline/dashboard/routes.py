@@ -17,6 +17,7 @@ from grafient_pipeline import operations
 from grafient_pipeline.dashboard import security, views
 from grafient_pipeline.dashboard.app import (
     HERE,
+    TEMPLATES,
     back,
     context,
     flash,
@@ -52,28 +53,33 @@ def filters_of(request: Request) -> Filters:
     )
 
 
-def dashboard_view(request: Request, filters: Filters) -> views.DashboardView | None:
-    """The built view of the current snapshot (cached per snapshot and filters); None: none yet."""
+def dashboard_view(request: Request, filters: Filters) -> tuple[views.DashboardView | None, str]:
+    """The built view of the current snapshot and its rendered body, kept per snapshot and
+    filters (a snapshot never changes); view None when nothing was published yet."""
     ctx = context(request)
-    try:
+
+    def body(view: views.DashboardView | None) -> str:
+        return TEMPLATES.env.get_template("dashboard_body.html").render(
+            view=view, filters=filters, ranges=RANGES, provider_names=PROVIDER_NAMES
+        )
+
+    def build() -> tuple[Any, tuple[views.DashboardView, str]]:
         with ctx.reader.cursor() as (conn, generation):
-            return ctx.cache.get(
-                (generation.key, filters), lambda: views.build(conn, generation, filters)
-            )
+            view = views.build(conn, generation, filters)
+            return generation.key, (view, body(view))
+
+    try:
+        return ctx.cache.latest(filters, ctx.reader.generation().key, build)
     except NoSnapshot:
-        return None
+        return None, body(None)
 
 
 # --- pages --------------------------------------------------------------------------------------
 
 
 async def dashboard(request: Request, session: Session) -> Response:
-    filters = filters_of(request)
-    view = await run_in_threadpool(dashboard_view, request, filters)
-    return render(
-        request, session, "dashboard.html",
-        {"view": view, "filters": filters, "ranges": RANGES, "provider_names": PROVIDER_NAMES},
-    )  # fmt: skip
+    view, body = await run_in_threadpool(dashboard_view, request, filters_of(request))
+    return render(request, session, "dashboard.html", {"view": view, "body": body})
 
 
 def registry(request: Request) -> Registry:
@@ -269,7 +275,7 @@ async def logout(request: Request, session: Session) -> Response:
 
 
 async def _view_or_empty(request: Request) -> views.DashboardView | JSONResponse:
-    view = await run_in_threadpool(dashboard_view, request, filters_of(request))
+    view, _ = await run_in_threadpool(dashboard_view, request, filters_of(request))
     if view is None:
         return JSONResponse({"error": "no snapshot yet: add an integration and sync"}, 404)
     return view

@@ -217,31 +217,52 @@ def _anomalies(table: Optional_) -> list[Anomaly] | None:
 
 
 class ViewCache:
-    """Built views per (snapshot generation, filters); one builder per key at a time."""
+    """Built views per filters, for the newest snapshot generation.
+
+    When a new snapshot appears, the first request for some filters starts rebuilding them in
+    the background and everyone keeps getting the previous generation's view until it is
+    ready: a sync never makes pages slow (the page's "data as of" says which one it shows).
+    Only filters never built before are built while the request waits (one builder per key).
+    """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
-        self._items: OrderedDict[tuple, Any] = OrderedDict()
-        self._locks: dict[tuple, threading.Lock] = {}
+        self._items: OrderedDict[Any, tuple[Any, Any]] = OrderedDict()  # key -> (version, view)
+        self._building: set[Any] = set()
+        self._locks: dict[Any, threading.Lock] = {}
         self._lock = threading.Lock()
         self._size = size
 
-    def get(self, key: tuple, make: Callable[[], Any]) -> Any:
+    def latest(self, key: Any, version: Any, build: Callable[[], tuple[Any, Any]]) -> Any:
+        """`build()` returns (version, view) for the snapshot it found."""
         with self._lock:
-            if key in self._items:
+            entry = self._items.get(key)
+            if entry is not None:
                 self._items.move_to_end(key)
-                return self._items[key]
+                if entry[0] != version and key not in self._building:
+                    self._building.add(key)
+                    threading.Thread(target=self._refresh, args=(key, build), daemon=True).start()
+                return entry[1]
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             with self._lock:
                 if key in self._items:
-                    return self._items[key]
-            value = make()
+                    return self._items[key][1]
+            self._store(key, build())
+            return self._items[key][1]
+
+    def _refresh(self, key: Any, build: Callable[[], tuple[Any, Any]]) -> None:
+        try:
+            self._store(key, build())
+        finally:
             with self._lock:
-                self._items[key] = value
-                self._locks.pop(key, None)
-                while len(self._items) > self._size:
-                    self._items.popitem(last=False)
-            return value
+                self._building.discard(key)
+
+    def _store(self, key: Any, built: tuple[Any, Any]) -> None:
+        with self._lock:
+            self._items[key] = built
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 # --- JSON (every amount a decimal string, exactly as the snapshot holds it) ------------------
