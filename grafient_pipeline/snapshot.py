@@ -117,6 +117,7 @@ def _copy(conn: duckdb.DuckDBPyConnection, src: str, dst: str, temp: Path) -> tu
     if missing:
         raise SnapshotError(f"the warehouse has no {', '.join(missing)} yet: sync first")
     tables = [*COPIED, *(name for name in OPTIONAL if name in present)]
+    conn.execute("SET enable_progress_bar = false")  # a writer's logs, not a terminal
     conn.execute("BEGIN TRANSACTION")
     try:
         for name in tables:
