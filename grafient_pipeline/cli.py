@@ -22,6 +22,7 @@ from grafient_pipeline.console import (
     print_table,
     say_waiting,
 )
+from grafient_pipeline.dashboard import command as dashboard_command
 from grafient_pipeline.demo import DEMO_EMULATOR_PORT
 from grafient_pipeline.plans import PLANS, DateRange, PlanError, backfill_window
 from grafient_pipeline.providers import DEFAULT_PROVIDER, PROVIDERS, UnknownProvider, get_provider
@@ -395,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         "finds the emulator its integrations use; 0: a free port)",
     )  # fmt: skip
     demo.set_defaults(handler=cmd_demo, creates_home=True)
+    dashboard_command.add_commands(commands)
     return parser
 
 

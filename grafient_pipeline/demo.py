@@ -199,6 +199,26 @@ def ui_command(workspace: Path, port: int) -> list[str]:
     return [*dg_dev, *listen, "--log-level", "warning"]
 
 
+DASHBOARD_PORT = 3001
+
+
+def start_dashboard(settings: Settings, processes: list[subprocess.Popen]) -> str:
+    """`grafient dashboard` next to the UI, on a fresh snapshot of the demo's warehouse."""
+    from grafient_pipeline.snapshot import publish_snapshot
+
+    publish_snapshot(settings.warehouse, settings.snapshot_path)
+    port = DASHBOARD_PORT if not _port_in_use(DASHBOARD_PORT) else free_port()
+    command = [sys.executable, "-m", "grafient_pipeline.cli", "dashboard", "--port", str(port)]
+    process = subprocess.Popen(
+        command, env=dagster_environment(settings), stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    processes.append(process)
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(f"{url}/healthz", 60, process, "grafient dashboard")
+    return url
+
+
 def _serve_ui(
     settings: Settings, port: int, processes: list[subprocess.Popen], emulator_url: str
 ) -> int:
@@ -214,6 +234,7 @@ def _serve_ui(
     print(
         f"\n5. Dagster UI: {url}/asset-groups  (assets, partitions, runs; Ctrl-C stops everything)"
     )
+    print(f"   Dashboard:  {start_dashboard(settings, processes)}  (spend, integrations)")
     print(f'   query the warehouse: GRAFIENT_HOME={settings.home} grafient sql "SELECT ..."')
     print(f"   the emulator keeps running at {emulator_url} while the UI is up")
     try:

@@ -47,6 +47,11 @@ def check_key(provider_name: str, key: str) -> ConnectionCheck:
     from grafient_pipeline.providers import base_url_to_store, get_provider, resolve_base_url
 
     provider = get_provider(provider_name)
+    key = key.strip()
+    if not key:
+        raise OperationError(
+            f"no key given: paste a read-only {provider.title} admin key ({provider.key_prefix}...)"
+        )
     base_url = resolve_base_url(provider, base_url_to_store(provider))
     with provider.client(key, base_url, max_attempts=3) as client:
         return client.test_connection()

@@ -41,6 +41,11 @@ class Settings:
     def staging_dir(self) -> Path:
         return self.home / "staging"
 
+    @property
+    def snapshot_path(self) -> Path:
+        """The read-only copy of the marts the dashboard reads (grafient_pipeline.snapshot)."""
+        return self.home / "snapshot.duckdb"
+
 
 def find_home(env: Mapping[str, str], cwd: Path | None = None) -> tuple[Path, str]:
     """The home and how it was found: GRAFIENT_HOME; else the nearest `.grafient` home in the
