@@ -16,6 +16,7 @@ from grafient_pipeline.automation import (
     openai_costs_job,
     yesterday_synced,
 )
+from grafient_pipeline.defs.intelligence import intelligence_definitions
 from grafient_pipeline.resources import OpenAICostsResource, RegistryResource
 from grafient_pipeline.settings import Settings, load_settings
 
@@ -29,7 +30,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(
+    costs = dg.Definitions(
         assets=cost_assets,
         asset_checks=[yesterday_synced],
         jobs=[openai_costs_job, force_sync, freshness_job],
@@ -38,6 +39,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         resources=build_resources(settings),
         executor=dg.in_process_executor,
     )
+    return dg.Definitions.merge(costs, intelligence_definitions())
 
 
 defs = build_definitions(load_settings())
