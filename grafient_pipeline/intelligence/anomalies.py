@@ -82,6 +82,11 @@ def median(values: list[Decimal]) -> Decimal:
     return (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def _high(values: list[Decimal]) -> Decimal:
+    ordered = sorted(values)
+    return ordered[(17 * len(ordered)) // 20]
+
+
 def detect(
     series: SeriesKey,
     daily: Mapping[date, Decimal],
@@ -181,11 +186,11 @@ def _baseline(
     expected, mad = flat, flat_mad
     factors = dict.fromkeys(range(7), Decimal(1))
     if len(weekday_median) == 7 and flat > 0:
-        weekly_mad = median(
-            [abs(v - weekday_median[d.weekday()]) for d, v in zip(window, values, strict=True)]
-        )
-        if weekly_mad < WEEKLY_GAIN * flat_mad:
-            expected, mad = weekday_median[day.weekday()], weekly_mad
+        weekly = [abs(v - weekday_median[d.weekday()]) for d, v in zip(window, values, strict=True)]
+        # Chosen on the 85th percentile of the deviations: robust to a few spikes, and unlike
+        # the median it sees weekends (2 days in 7) that sit far from the weekdays.
+        if _high(weekly) < WEEKLY_GAIN * _high([abs(v - flat) for v in values]):
+            expected, mad = weekday_median[day.weekday()], median(weekly)
             factors = {w: m / flat for w, m in weekday_median.items()}
     # A floor for series that barely move: 5 % of the level, or a cent.
     scale = max(MAD_TO_SD * mad, expected * Decimal("0.05"), Decimal("0.01"))

@@ -13,7 +13,7 @@ are rounded to 1e-4 USD.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -106,14 +106,24 @@ class _Baseline:
 
     @classmethod
     def fit(cls, points: list[tuple[date, Decimal]]) -> _Baseline:
+        """A line through the days, then weekday factors as each weekday's mean ratio to that
+        line (so a trend does not leak into them), then the line again on the days divided by
+        their factors."""
         origin = points[0][0]
-        factors = _weekday_factors(points)
+        flat = cls._line(origin, points, (Decimal(1),) * 7)
+        factors = _weekday_factors(points, flat.level)
+        return cls._line(origin, points, factors)
+
+    @classmethod
+    def _line(
+        cls, origin: date, points: list[tuple[date, Decimal]], factors: tuple[Decimal, ...]
+    ) -> _Baseline:
         # Weekdays that never spend (factor 0) say nothing about the level.
         used = [(day, value) for day, value in points if factors[day.weekday()]]
-        xs = [Decimal((day - origin).days) for day, _ in used]
-        zs = [value / factors[day.weekday()] for day, value in used]
         if not used:
             return cls(origin, ZERO, ZERO, factors, ZERO)
+        xs = [Decimal((day - origin).days) for day, _ in used]
+        zs = [value / factors[day.weekday()] for day, value in used]
         n = Decimal(len(used))
         x_mean, z_mean = sum(xs, ZERO) / n, sum(zs, ZERO) / n
         sxx = sum(((x - x_mean) ** 2 for x in xs), ZERO)
@@ -132,6 +142,9 @@ class _Baseline:
         slope_se = sd / sxx.sqrt() if slope else ZERO
         return cls(origin, z_mean - slope * x_mean, slope, factors, sd, len(used), x_mean, slope_se)
 
+    def level(self, day: date) -> Decimal:
+        return self.intercept + self.slope * Decimal((day - self.origin).days)
+
     def sum_sd(self, days: list[date]) -> Decimal:
         """The standard error of the sum over `days`: each day's own noise, plus the level's
         error (counted twice: the weekday factors are estimated from the same days), plus the
@@ -143,18 +156,21 @@ class _Baseline:
         return (noise + level + (self.slope_se * reach) ** 2).sqrt()
 
     def expected(self, day: date) -> Decimal:
-        level = self.intercept + self.slope * Decimal((day - self.origin).days)
-        return max(ZERO, level * self.weekday_factor[day.weekday()])
+        return max(ZERO, self.level(day) * self.weekday_factor[day.weekday()])
 
 
-def _weekday_factors(points: list[tuple[date, Decimal]]) -> tuple[Decimal, ...]:
-    """Each weekday's mean as a share of the overall mean (all 1 with under two weeks)."""
-    total = sum((value for _, value in points), ZERO)
-    if len(points) < MIN_WEEKDAY_DAYS or total <= 0:
+def _weekday_factors(
+    points: list[tuple[date, Decimal]], line: Callable[[date], Decimal]
+) -> tuple[Decimal, ...]:
+    """Each weekday's mean ratio to `line`, over the mean ratio (all 1 under two weeks)."""
+    ratios = [(day, value / line(day)) for day, value in points if line(day) > 0]
+    if len(ratios) < MIN_WEEKDAY_DAYS:
         return (Decimal(1),) * 7
-    mean = total / len(points)
+    mean = sum((r for _, r in ratios), ZERO) / len(ratios)
+    if mean <= 0:
+        return (Decimal(1),) * 7
     sums, counts = [ZERO] * 7, [0] * 7
-    for day, value in points:
-        sums[day.weekday()] += value
+    for day, ratio in ratios:
+        sums[day.weekday()] += ratio
         counts[day.weekday()] += 1
     return tuple((sums[w] / counts[w] / mean) if counts[w] else Decimal(1) for w in range(7))
