@@ -284,7 +284,10 @@ def _send_email(
                 smtp.starttls(context=context)
                 smtp.ehlo()
             if user:
-                smtp.login(str(user), password or "")
+                try:
+                    smtp.login(str(user), password or "")
+                except smtplib.SMTPServerDisconnected:  # some servers hang up on a bad login
+                    raise smtplib.SMTPAuthenticationError(535, b"disconnected") from None
             smtp.send_message(_email(channel, message))
     except smtplib.SMTPAuthenticationError:
         return _Try(False, True, f"{host} refused the login for {user}")
