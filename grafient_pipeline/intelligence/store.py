@@ -236,7 +236,17 @@ def set_channel_status(
         raise InvalidInput(f"unknown channel status {status!r}")
     text = scrub(error)[:MAX_ERROR] if error else None
     sql = "UPDATE alert_channels SET status = ?, last_error = ? WHERE id = ?"
-    registry.write(lambda conn: conn.execute(sql, (status, text, channel_id)))
+
+    def update(conn: sqlite3.Connection) -> None:
+        conn.execute(sql, (status, text, channel_id))
+        if status == "active":  # fixed: its pending alerts go out on the next round, no backoff
+            conn.execute(
+                "UPDATE alert_deliveries SET last_attempt_at = NULL "
+                "WHERE channel_id = ? AND status <> 'sent'",
+                (channel_id,),
+            )
+
+    registry.write(update)
 
 
 def remove_channel(registry: Registry, name: str) -> None:
