@@ -625,6 +625,21 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--results-per-day", type=_non_negative, default=40, help="cost rows per day"
     )
+    parser.add_argument(
+        "--spike",
+        action="append",
+        type=_spike_arg,
+        metavar="ORG_ID:YYYY-MM-DD:FACTOR",
+        help="multiply that organization's spend on that day (an anomaly to find; repeatable)",
+    )
+
+
+def _spike_arg(text: str) -> tuple[str, date, Decimal]:
+    try:
+        org, day, factor = text.rsplit(":", 2)
+        return org, date.fromisoformat(day), Decimal(factor)
+    except (ValueError, ArithmeticError):
+        raise argparse.ArgumentTypeError("expected ORG_ID:YYYY-MM-DD:FACTOR") from None
 
 
 def _install_sigterm(stop: threading.Event) -> Callable[[], None]:
@@ -656,8 +671,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             results_per_day=args.results_per_day,
             port=args.port,
             host=args.host,
-        ).start()
-    except (OSError, ValueError) as exc:
+        )
+        for org, day, factor in getattr(args, "spike", None) or ():
+            emulator.restate_day(org, day, factor)
+        emulator.start()
+    except (OSError, ValueError, KeyError) as exc:
         print(f"emulator: cannot start on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
