@@ -196,7 +196,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _add_budgets(commands: argparse._SubParsersAction) -> None:
     budgets = _command(commands, "budgets", "monthly budgets with alerts at thresholds",
                        "grafient budgets list")  # fmt: skip
-    sub = budgets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = budgets.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="the operation"
+    )
     add = _command(
         sub,
         "add",
@@ -224,7 +226,9 @@ def _add_budgets(commands: argparse._SubParsersAction) -> None:
 def _add_alerts(commands: argparse._SubParsersAction) -> None:
     alerts = _command(commands, "alerts", "where budget and anomaly alerts go",
                       "grafient alerts list")  # fmt: skip
-    sub = alerts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = alerts.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="the operation"
+    )
     add = _command(
         sub, "add-channel", "add a Slack webhook, a signed JSON webhook or an SMTP email channel",
         "grafient alerts add-channel ops --slack-webhook-stdin < slack-url.txt",
