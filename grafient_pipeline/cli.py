@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 
-from grafient_pipeline import operations
+from grafient_pipeline import cli_intelligence, operations
 from grafient_pipeline.console import (
     describe_sync,
     has_decimals,
@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", help="what to do"
     )
     _add_integrations(commands)
+    cli_intelligence.add_commands(commands)
 
     sync = _command(
         commands, "sync", "Force Sync: fetch a date range again (default: yesterday and today)",

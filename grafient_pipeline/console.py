@@ -151,6 +151,39 @@ def print_report(report: MonthReport, out: TextIO | None = None) -> None:
           "" if d.is_final else "partial"] for d in report.days],
         out,
     )  # fmt: skip
+    if report.intelligence is not None:
+        print_intelligence(report, out)
+
+
+def print_intelligence(report: MonthReport, out: TextIO) -> None:
+    """Budget status, forecast and anomalies (as of the intelligence assets' last run)."""
+    found = report.intelligence
+    if found is None:
+        return
+    print("\nBudgets", file=out)
+    print_table(
+        ["budget", "scope", "budget_usd", "spent", "used", "forecast", "of budget", "crossed"],
+        [[b["budget"], b["scope"], b["budget_usd"], b["spend_usd"], percent(b["percent_used"]),
+          b["forecast_usd"], percent(b["forecast_percent"]),
+          ", ".join(f"{t}% on {d}" for t, d in zip(b["thresholds_crossed"], b["crossed_on"],
+                                                   strict=True))]
+         for b in found.budgets],
+        out, right=["used", "of budget"],
+    )  # fmt: skip
+    print("\nMonth-end forecast (90% range)", file=out)
+    print_table(
+        ["integration", "so far", "forecast", "low", "high", "as of"],
+        [[f["integration_id"] or "(all)", f["actual_usd"], f["forecast_usd"], f["low_usd"],
+          f["high_usd"], str(f["as_of"])] for f in found.forecast],
+        out,
+    )  # fmt: skip
+    print("\nAnomalies (largest first)", file=out)
+    print_table(
+        ["day", "series", "direction", "actual", "expected", "impact"],
+        [[str(a["day"]), a["series"], a["direction"], a["actual_usd"], a["expected_usd"],
+          a["impact_usd"]] for a in found.anomalies],
+        out,
+    )  # fmt: skip
 
 
 def _bar(amount: Decimal, peak: Decimal) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from grafient_pipeline.defs import automation, costs
+from grafient_pipeline.defs import automation, costs, intelligence
 from grafient_pipeline.defs.resources import CostsApiResource, RegistryResource
 from grafient_pipeline.settings import Settings, load_settings
 
@@ -23,6 +23,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
         costs.defs,
         automation.defs,
+        intelligence.defs,
         dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
     )
 

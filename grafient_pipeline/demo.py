@@ -79,7 +79,9 @@ def _wait_http(url: str, seconds: float, process: subprocess.Popen, name: str) -
     raise DemoError(f"{url} did not answer within {seconds:.0f} s")
 
 
-def _start_emulator(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def _start_emulator(
+    port: int, env: dict[str, str], extra: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
     if _port_in_use(port):
         raise DemoError(
@@ -87,7 +89,15 @@ def _start_emulator(port: int, env: dict[str, str]) -> tuple[subprocess.Popen, s
             "or pass --emulator-port"
         )
     process = subprocess.Popen(
-        [sys.executable, "-m", "grafient_pipeline.cli", "emulator", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "grafient_pipeline.cli",
+            "emulator",
+            "--port",
+            str(port),
+            *(extra or []),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
@@ -166,9 +176,13 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
     signal.signal(signal.SIGTERM, _interrupt)
     prepare_home(settings)
     processes: list[subprocess.Popen] = []
+    receiver = None
     try:
         print("1. starting the OpenAI Costs API emulator on 127.0.0.1")
-        emulator, base_url = _start_emulator(emulator_port, dagster_environment(settings))
+        spike = _pick_spike()
+        emulator, base_url = _start_emulator(
+            emulator_port, dagster_environment(settings), _spike_arguments(spike)
+        )
         processes.append(emulator)
         os.environ["GRAFIENT_OPENAI_BASE_URL"] = base_url  # stored with each demo integration
         print(f"   {base_url}")
@@ -178,11 +192,34 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
         _backfill(settings, ids)
         print("4. what the warehouse says")
         print_summary(settings)
+        print("\n5. spend intelligence: a budget, the injected anomaly, alerts to a local webhook")
+        receiver = _spend_intelligence(settings, ids, spike)
         if not ui:
             return 0
         return _serve_ui(settings, port, processes, base_url)
     finally:
         _stop(processes)
+        if receiver is not None:
+            receiver.shutdown()
+
+
+def _pick_spike():
+    from grafient_pipeline.demo_intelligence import pick_spike
+    from grafient_pipeline.sync import utc_today
+
+    return pick_spike(utc_today())
+
+
+def _spike_arguments(spike) -> list[str]:
+    from grafient_pipeline.demo_intelligence import spike_arguments
+
+    return spike_arguments(spike)
+
+
+def _spend_intelligence(settings: Settings, ids: list[str], spike):
+    from grafient_pipeline.demo_intelligence import run
+
+    return run(settings, ids, spike)
 
 
 def write_workspace(settings: Settings) -> Path:
@@ -232,7 +269,7 @@ def _serve_ui(
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/server_info", 120, process, "dg dev")
     print(
-        f"\n5. Dagster UI: {url}/asset-groups  (assets, partitions, runs; Ctrl-C stops everything)"
+        f"\n6. Dagster UI: {url}/asset-groups  (assets, partitions, runs; Ctrl-C stops everything)"
     )
     print(f"   Dashboard:  {start_dashboard(settings, processes)}  (spend, integrations)")
     print(f'   query the warehouse: GRAFIENT_HOME={settings.home} grafient sql "SELECT ..."')

@@ -62,7 +62,59 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ("CREATE TABLE retired_ids (id TEXT PRIMARY KEY, removed_at TEXT NOT NULL)",),
     # Where each integration's API is (the demo's emulator, a proxy): NULL is the provider's own.
     ("ALTER TABLE integrations ADD COLUMN base_url TEXT",),
+    # Spend intelligence (issue 16): see grafient_pipeline/intelligence/store.py.
+    (
+        """CREATE TABLE budgets (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL UNIQUE,
+            monthly_usd TEXT NOT NULL,
+            thresholds TEXT NOT NULL,
+            integration_id TEXT,
+            provider TEXT,
+            project_id TEXT,
+            model TEXT,
+            created_at TEXT NOT NULL
+        )""",
+    ),
+    # Secrets (webhook URLs, signing secrets, SMTP passwords) only as vault tokens.
+    (
+        """CREATE TABLE alert_channels (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            name_key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            settings TEXT NOT NULL,
+            secret_token TEXT NOT NULL,
+            digest INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'active',
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            last_sent_at TEXT
+        )""",
+    ),
+    # Recorded before sending, marked after: one row per alert key, one per (alert, channel).
+    (
+        """CREATE TABLE alert_log (
+            key TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            message TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE alert_deliveries (
+            alert_key TEXT NOT NULL REFERENCES alert_log (key),
+            channel_id INTEGER NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_attempt_at TEXT,
+            sent_at TEXT,
+            last_error TEXT,
+            PRIMARY KEY (alert_key, channel_id)
+        )""",
+    ),
 ]
+
+CHANNELS_MIGRATION = 5  # the registry version that has alert_channels
 
 COLUMNS = (
     "id, provider, label, plan, organization_id, status, last_error, created_at, "
@@ -144,6 +196,23 @@ class Registry:
     @property
     def vault(self) -> Vault:
         return self._vault
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on a connection (other stores in this file, e.g. the intelligence ones)."""
+        return self._read(fn)
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one short write transaction, retried while another process writes."""
+        return self._write(fn)
+
+    def encrypt_secret(self, conn: sqlite3.Connection, owner: str, plaintext: str) -> str:
+        """A vault token for a secret bound to `owner` (a row id), under the pinned key."""
+        return self._vault.encrypt(owner, plaintext, self._encrypt_key_id(conn))
+
+    def decrypt_secret(self, owner: str, token: str) -> str:
+        if not self._vault.has_key(token_key_id(token)):
+            self._reload_vault()
+        return self._vault.decrypt(owner, token)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -285,6 +354,14 @@ class Registry:
                 conn.execute(
                     "UPDATE integrations SET key_token = ? WHERE id = ?", (fresh, integration_id)
                 )
+            channels = conn.execute("SELECT id, secret_token FROM alert_channels").fetchall()
+            for channel_id, token in channels:
+                owner = f"alert-channel:{channel_id}"
+                source = new_vault if new_vault.has_key(token_key_id(token)) else self._vault
+                fresh = new_vault.encrypt(owner, source.decrypt(owner, token))
+                conn.execute(
+                    "UPDATE alert_channels SET secret_token = ? WHERE id = ?", (fresh, channel_id)
+                )
             conn.execute(
                 "INSERT OR REPLACE INTO meta (name, value) VALUES ('master_key_id', ?)",
                 (new_vault.key_id,),
@@ -318,7 +395,10 @@ class Registry:
             self._reload_vault()
         if not self._vault.has_key(wanted):
             pattern = f"{TOKEN_VERSION}:{wanted}:%"
-            sql = "SELECT 1 FROM integrations WHERE key_token LIKE ? LIMIT 1"
+            sql = (
+                "SELECT 1 FROM integrations WHERE key_token LIKE ?1 UNION ALL "
+                "SELECT 1 FROM alert_channels WHERE secret_token LIKE ?1 LIMIT 1"
+            )
             if conn.execute(sql, (pattern,)).fetchone() is not None:
                 raise RegistryError(
                     f"the stored keys use master key {wanted}, which this process has not "
@@ -458,6 +538,9 @@ def stored_key_usage(path: Path) -> dict[str, int]:
     try:
         with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)) as conn:
             tokens = [row[0] for row in conn.execute("SELECT key_token FROM integrations")]
+            if _stored_version(conn) >= CHANNELS_MIGRATION:
+                sql = "SELECT secret_token FROM alert_channels"
+                tokens += [row[0] for row in conn.execute(sql)]
     except sqlite3.Error as exc:
         if "no such table" in str(exc):
             return {}

@@ -50,6 +50,16 @@ class DaySpend:
 
 
 @dataclass(frozen=True)
+class Intelligence:
+    """Budget status, month-end forecast and anomalies of the month (issue 16), when the
+    intelligence tables exist; each row a dict of its table's columns."""
+
+    budgets: list[dict[str, Any]]
+    forecast: list[dict[str, Any]]
+    anomalies: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class MonthReport:
     month: str  # YYYY-MM
     dates: DateRange
@@ -61,6 +71,7 @@ class MonthReport:
     other_models_usd: Decimal
     token_types: list[Share]
     days: list[DaySpend]
+    intelligence: Intelligence | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -74,7 +85,7 @@ class MonthReport:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_jsonable(item) for item in value]
     if isinstance(value, Decimal):
         return str(value)
@@ -155,6 +166,48 @@ def month_report(
         other_models_usd=sum((usd for _, usd in rest), Decimal(0)),
         token_types=[Share(name, usd, _pct(usd, total)) for name, usd in token_types],
         days=days,
+        intelligence=intelligence(conn, dates, integration_id),
+    )
+
+
+def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    sql = "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?"
+    return conn.execute(sql, [name]).fetchone() is not None
+
+
+INTELLIGENCE_SQL = {
+    "budget_status": "SELECT budget, scope, budget_usd, spend_usd, percent_used, forecast_usd, "
+    "forecast_percent, thresholds_crossed, crossed_on, on_track_to_exceed FROM budget_status "
+    "WHERE month = $start ORDER BY budget",
+    "spend_forecast": "SELECT integration_id, actual_usd, forecast_usd, low_usd, high_usd, as_of "
+    "FROM spend_forecast WHERE month = $start AND model IS NULL "
+    "AND ($integration_id IS NULL OR integration_id = $integration_id) "
+    "ORDER BY integration_id NULLS FIRST",
+    "spend_anomalies": "SELECT day, series, direction, actual_usd, expected_usd, impact_usd "
+    "FROM spend_anomalies WHERE day BETWEEN $start AND $end AND dimension <> 'token_type' "
+    "AND ($integration_id IS NULL OR integration_id = $integration_id) "
+    "ORDER BY abs(impact_usd) DESC, day LIMIT 10",
+}
+
+
+def intelligence(
+    conn: duckdb.DuckDBPyConnection, dates: DateRange, integration_id: str | None
+) -> Intelligence | None:
+    """The month's intelligence rows, or None before the intelligence assets ever ran."""
+    if not any(_has_table(conn, name) for name in INTELLIGENCE_SQL):
+        return None
+    params = {"start": dates.start, "end": dates.end, "integration_id": integration_id}
+    found: dict[str, list[dict[str, Any]]] = {}
+    for table, sql in INTELLIGENCE_SQL.items():
+        found[table] = []
+        if _has_table(conn, table):
+            cursor = conn.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+            columns = [d[0] for d in cursor.description]
+            found[table] = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return Intelligence(
+        budgets=found["budget_status"],
+        forecast=found["spend_forecast"],
+        anomalies=found["spend_anomalies"],
     )
 
 

@@ -35,11 +35,16 @@ def test_defs_hold_the_contract_names():
         "fct_costs",
         "rollup_model_daily",
         "rollup_token_type_daily",
+        "budget_status",
+        "spend_forecast",
+        "spend_anomalies",
     }
     for name in ("openai_costs_job", "force_sync"):
         assert defs.resolve_job_def(name)
     assert defs.resolve_schedule_def("daily_openai_sync")
     assert defs.resolve_sensor_def("integrations_sensor")
+    assert defs.resolve_sensor_def("deliver_alerts")
+    assert defs.resolve_schedule_def("daily_digest_0900_utc")
 
 
 def test_sync_runs_do_not_run_the_0900_freshness_check():

@@ -22,6 +22,11 @@ from tests.test_idempotency import SECRET_PIECE, key_pieces
 
 MY_ORG = "org-secret-keeper"
 MY_KEY = "sk-admin-Zq7" + "xK2vB9mN4pL8wR3tY6uJ1hG5fD0sA" + "-unique-tail-8c1e"
+# Alert channel secrets (issue 16): the secret part of a Slack webhook URL, a signing secret,
+# an SMTP password.
+SLACK_PATH = "/services/T0Qw8" + "Zr4/B0Lm7Xc2/" + "Hv6Jp1Ks9Ty3Nd5Fa0"
+HOOK_SECRET = "whsec-" + "Pn4Rt8Wz2Yc6Vb0" + "-signing"
+SMTP_PASSWORD = "smtp-" + "Gq5Lk9Hd3Ms7Xe1" + "-password"
 
 
 def grafient(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -112,6 +117,17 @@ def test_no_key_material_anywhere_after_demo_and_own_integration(home_env: dict[
     run("integrations", "list")
     run("sql", "SELECT * FROM dim_integrations")
     run("sql", "SELECT * FROM raw_openai_costs LIMIT 50", "--csv")
+    run("alerts", "add-channel", "slack", "--slack-webhook-stdin",
+        stdin=f"https://127.0.0.1:9{SLACK_PATH}\n")  # fmt: skip
+    run("alerts", "add-channel", "hook", "--webhook-url", "http://127.0.0.1:9/hook",
+        "--secret-stdin", stdin=HOOK_SECRET + "\n")  # fmt: skip
+    run("alerts", "add-channel", "mail", "--smtp", "127.0.0.1:9", "--from", "a@example.com",
+        "--to", "b@example.com", "--user", "alerts", "--password-stdin",
+        stdin=SMTP_PASSWORD + "\n")  # fmt: skip
+    run("alerts", "list")
+    run("alerts", "list", "--json")
+    run("alerts", "test", "hook", ok=False)  # nothing listens: the error names the host only
+    run("alerts", "test", "mail", ok=False)
     rows = {row["id"]: row for row in json.loads(listed.stdout)}
     assert rows[integration_id]["status"] == "error"
     assert len(rows) == 3
@@ -120,6 +136,9 @@ def test_no_key_material_anywhere_after_demo_and_own_integration(home_env: dict[
     secrets = {f"admin key {org}": demo_key_pieces(org, key) for org, key in DEMO_ORGS.items()}
     secrets["admin key (own)"] = key_pieces(MY_KEY)
     secrets["master key"] = key_pieces(master_key)
+    secrets["slack webhook path"] = key_pieces(SLACK_PATH)
+    secrets["webhook signing secret"] = key_pieces(HOOK_SECRET)
+    secrets["smtp password"] = key_pieces(SMTP_PASSWORD)
     assert all(len(piece) == SECRET_PIECE for pieces in secrets.values() for piece in pieces)
 
     scanned = 0

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
@@ -463,6 +464,21 @@ def add_common_arguments(
     parser.add_argument(
         "--results-per-day", type=_non_negative, default=results_per_day, help="cost rows per day"
     )
+    parser.add_argument(
+        "--spike",
+        action="append",
+        type=_spike_arg,
+        metavar="ORG_ID:YYYY-MM-DD:FACTOR",
+        help="multiply that organization's spend on that day (an anomaly to find; repeatable)",
+    )
+
+
+def _spike_arg(text: str) -> tuple[str, date, Decimal]:
+    try:
+        org, day, factor = text.rsplit(":", 2)
+        return org, date.fromisoformat(day), Decimal(factor)
+    except (ValueError, ArithmeticError):
+        raise argparse.ArgumentTypeError("expected ORG_ID:YYYY-MM-DD:FACTOR") from None
 
 
 def _install_sigterm(stop: threading.Event) -> Callable[[], None]:
@@ -493,13 +509,16 @@ def run_emulator(
     orgs = dict(args.org) if args.org else None
 
     def build() -> HttpEmulator:
-        return emulator_class(
+        emulator = emulator_class(
             orgs,
             seed=args.seed,
             results_per_day=args.results_per_day,
             port=args.port,
             host=args.host,
         )
+        for org, day, factor in getattr(args, "spike", None) or ():
+            emulator.restate_day(org, day, factor)
+        return emulator
 
     return serve_until_stopped(args, build, lambda emulator: banner(emulator, *lines))
 
