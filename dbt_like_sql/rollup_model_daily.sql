@@ -22,7 +22,8 @@ SELECT
     coalesce(sum(amount_usd) FILTER (WHERE token_type = 'output'), 0),
     coalesce(sum(amount_usd) FILTER (WHERE token_type = 'cached_input'), 0),
     coalesce(sum(amount_usd) FILTER (WHERE token_type = 'cache_write'), 0),
-    coalesce(sum(amount_usd) FILTER (WHERE token_type = 'other'), 0)
+    coalesce(sum(amount_usd) FILTER (WHERE token_type = 'other'), 0),
+    provider
 FROM fct_costs
 WHERE integration_id = $integration_id
   AND cost_date BETWEEN $start_date::DATE AND $end_date::DATE

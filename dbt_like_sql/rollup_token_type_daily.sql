@@ -7,7 +7,7 @@ WHERE integration_id = $integration_id
   AND cost_date BETWEEN $start_date::DATE AND $end_date::DATE;
 
 INSERT INTO rollup_token_type_daily
-SELECT integration_id, cost_date, token_type, sum(amount_usd)
+SELECT integration_id, cost_date, token_type, sum(amount_usd), provider
 FROM fct_costs
 WHERE integration_id = $integration_id
   AND cost_date BETWEEN $start_date::DATE AND $end_date::DATE

@@ -38,12 +38,47 @@ CREATE TABLE IF NOT EXISTS rollup_model_daily (
     output_usd DECIMAL(38, 16) NOT NULL,
     cached_input_usd DECIMAL(38, 16) NOT NULL,
     cache_write_usd DECIMAL(38, 16) NOT NULL,
-    other_usd DECIMAL(38, 16) NOT NULL
+    other_usd DECIMAL(38, 16) NOT NULL,
+    provider VARCHAR
 );
 
 CREATE TABLE IF NOT EXISTS rollup_token_type_daily (
     integration_id VARCHAR NOT NULL,
     cost_date DATE NOT NULL,
     token_type VARCHAR NOT NULL,
-    amount_usd DECIMAL(38, 16) NOT NULL
+    amount_usd DECIMAL(38, 16) NOT NULL,
+    provider VARCHAR
+);
+
+-- The providers' names, from grafient_pipeline/providers (written with each sync).
+CREATE TABLE IF NOT EXISTS dim_providers (
+    provider VARCHAR PRIMARY KEY,
+    title VARCHAR NOT NULL
+);
+
+-- Names people know for the ids in the cost data (OpenAI projects, Anthropic workspaces; API
+-- keys), refreshed with each sync. A renamed project keeps its id; an archived or deleted one
+-- keeps its last name. Never key material: only the redacted value the API shows.
+CREATE TABLE IF NOT EXISTS dim_projects (
+    provider VARCHAR NOT NULL,
+    integration_id VARCHAR NOT NULL,
+    project_id VARCHAR NOT NULL,
+    name VARCHAR,
+    status VARCHAR,
+    first_seen TIMESTAMP NOT NULL,
+    last_seen TIMESTAMP NOT NULL,
+    PRIMARY KEY (integration_id, project_id)
+);
+
+CREATE TABLE IF NOT EXISTS dim_api_keys (
+    provider VARCHAR NOT NULL,
+    integration_id VARCHAR NOT NULL,
+    api_key_id VARCHAR NOT NULL,
+    project_id VARCHAR,
+    name VARCHAR,
+    redacted_value VARCHAR,
+    status VARCHAR,
+    first_seen TIMESTAMP NOT NULL,
+    last_seen TIMESTAMP NOT NULL,
+    PRIMARY KEY (integration_id, api_key_id)
 );

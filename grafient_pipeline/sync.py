@@ -24,7 +24,7 @@ import duckdb
 from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.providers import PROVIDERS
-from grafient_pipeline.providers.base import CostBucket, CostResult, Provider
+from grafient_pipeline.providers.base import CostBucket, CostResult, NameRecord, Provider
 from grafient_pipeline.warehouse import (
     ROLLUP_MODELS,
     bulk_write_settings,
@@ -345,8 +345,13 @@ def refresh_dim_integrations(
     conn: duckdb.DuckDBPyConnection, integrations: list[IntegrationRow]
 ) -> None:
     """Mirror the registry (no secrets). An integration removed without --purge keeps its rows
-    in the warehouse, so it keeps its label here too, with status 'removed'."""
+    in the warehouse, so it keeps its label here too, with status 'removed'. dim_providers
+    names every provider the code knows."""
     with transaction(conn):
+        conn.executemany(
+            "INSERT OR REPLACE INTO dim_providers VALUES (?, ?)",
+            [(p.name, p.title) for p in PROVIDERS.values()],
+        )
         conn.execute("UPDATE dim_integrations SET status = 'removed'")
         if integrations:
             ids = [i.integration_id for i in integrations]
@@ -369,10 +374,46 @@ def refresh_dim_integrations(
             )
 
 
+def refresh_names(
+    conn: duckdb.DuckDBPyConnection,
+    provider: str,
+    integration_id: str,
+    records: list[NameRecord],
+    seen_at: datetime,
+) -> None:
+    """Upsert the names of an integration's projects and API keys (one transaction). Nothing is
+    deleted: a renamed project keeps its id, an archived or deleted one its last name."""
+    stamp = seen_at.astimezone(UTC).replace(tzinfo=None)
+    projects = [r for r in records if r.kind == "project"]
+    keys = [r for r in records if r.kind == "api_key"]
+    with transaction(conn):
+        if projects:
+            conn.executemany(
+                "INSERT INTO dim_projects VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (integration_id, project_id) DO UPDATE SET "
+                "name = coalesce(excluded.name, name), status = excluded.status, "
+                "last_seen = excluded.last_seen",
+                [(provider, integration_id, r.id, r.name, r.status, stamp, stamp)
+                 for r in projects],
+            )  # fmt: skip
+        if keys:
+            conn.executemany(
+                "INSERT INTO dim_api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (integration_id, api_key_id) DO UPDATE SET "
+                "project_id = excluded.project_id, name = coalesce(excluded.name, name), "
+                "redacted_value = excluded.redacted_value, status = excluded.status, "
+                "last_seen = excluded.last_seen",
+                [(provider, integration_id, r.id, r.project_id, r.name, r.redacted_value,
+                  r.status, stamp, stamp) for r in keys],
+            )  # fmt: skip
+
+
 # Every warehouse table that holds rows of an integration (a purge empties them all).
 INTEGRATION_TABLES = (
     *(p.raw_table for p in PROVIDERS.values()),
     "fct_costs",
+    "dim_projects",
+    "dim_api_keys",
     "rollup_model_daily",
     "rollup_token_type_daily",
     "dim_integrations",

@@ -27,7 +27,14 @@ from grafient_pipeline.providers import PROVIDERS
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # The tables (provider-agnostic, then each provider's), then the views over them.
 TABLE_MODELS = ("schema", *(f"schema_{name}" for name in PROVIDERS))
-SCHEMA_MODELS = (*TABLE_MODELS, "v_daily_costs", "v_month_to_date", "focus_costs")
+VIEW_MODELS = (
+    "v_daily_costs",
+    "v_month_to_date",
+    "v_project_costs",
+    "v_api_key_costs",
+    "focus_costs",
+)
+SCHEMA_MODELS = (*TABLE_MODELS, *VIEW_MODELS)
 # What fct_costs rows are rolled up into, in the same transaction as the slice they come from.
 ROLLUP_MODELS = ["rollup_model_daily", "rollup_token_type_daily"]
 # How the sync writes run (see `bulk_write_settings`).

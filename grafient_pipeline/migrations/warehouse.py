@@ -47,9 +47,13 @@ def _compress_raw_json(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("DROP TABLE raw_openai_costs_before_zstd")
 
 
-def _reparse_line_items(conn: duckdb.DuckDBPyConnection) -> None:
-    """The line-item parser learned tiers, token words, modalities and charge names: every line
-    item is parsed again and fct_costs and the rollups are rebuilt from the raw rows."""
+def _providers_and_line_items(conn: duckdb.DuckDBPyConnection) -> None:
+    """Providers: the rollups carry theirs (every integration so far was OpenAI's), and
+    dim_projects / dim_api_keys are new tables (the schema creates them). The line-item parser
+    learned tiers, token words, modalities and charge names: every line item is parsed again,
+    then fct_costs and the rollups are rebuilt from the raw rows."""
+    for table in ("rollup_model_daily", "rollup_token_type_daily"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS provider VARCHAR")
     conn.execute(
         "ALTER TABLE dim_line_items ADD COLUMN IF NOT EXISTS recognized BOOLEAN DEFAULT true"
     )
@@ -81,7 +85,11 @@ def rebuild_marts(conn: duckdb.DuckDBPyConnection) -> None:
 
 MIGRATIONS = (
     Migration(1, "raw_json compressed with zstd", _compress_raw_json),
-    Migration(2, "line items re-parsed: recognized, charge, tiers", _reparse_line_items),
+    Migration(
+        2,
+        "providers on the rollups, dim_projects, dim_api_keys; line items re-parsed",
+        _providers_and_line_items,
+    ),
 )
 
 

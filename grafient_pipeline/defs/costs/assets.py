@@ -22,19 +22,21 @@ from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.partitions import NOTE_TAG, PLAN_DATE_TAG, cost_partitions, slices_for
 from grafient_pipeline.plans import PlanError, check_range, judging_date
 from grafient_pipeline.providers import get_provider, local_api_down, resolve_base_url
-from grafient_pipeline.providers.base import UpstreamError
+from grafient_pipeline.providers.base import CostsApiError, UpstreamError
 from grafient_pipeline.registry import IntegrationNotFound, Registry, RegistryError
 from grafient_pipeline.run_workers import PID_TAG, worker_tags
 from grafient_pipeline.slice_sync import IntegrationRemoved, describe_failure, sync_slice
+from grafient_pipeline.snapshot import publish_snapshot
 from grafient_pipeline.sync import (
     IntegrationRow,
     Slice,
     refresh_dim_integrations,
+    refresh_names,
     slice_totals,
     utc_today,
 )
 from grafient_pipeline.table_docs import COLUMN_DOCS
-from grafient_pipeline.vault import MasterKeyError
+from grafient_pipeline.vault import MasterKeyError, VaultError
 from grafient_pipeline.warehouse import connect
 
 GROUP = "openai_costs"
@@ -216,6 +218,28 @@ def _sync(
     store.mark_synced(piece.integration_id, datetime.now(UTC))
 
 
+def _refresh_names(
+    context: dg.AssetExecutionContext,
+    store: Registry,
+    api: CostsApiResource,
+    integration_id: str,
+    database: str,
+) -> None:
+    """Project and API key names for an integration, read with its admin key: never a reason
+    for a sync to fail (a key without permission for them gets a warning)."""
+    integration = store.get(integration_id)
+    provider = get_provider(integration.provider)
+    try:
+        key = store.api_key(integration.id)
+        with api.client(provider, key, integration.base_url) as client:
+            records = [*client.iter_projects(), *client.iter_api_keys()]
+    except (CostsApiError, VaultError) as error:
+        context.log.warning(f"{integration.id}: names of projects and keys skipped: {error}")
+        return
+    with connect(database) as conn:
+        refresh_names(conn, provider.name, integration.id, records, datetime.now(UTC))
+
+
 def _exists(store: Registry, integration_id: str) -> bool:
     try:
         store.get(integration_id)
@@ -254,8 +278,11 @@ def openai_costs(
         refresh_dim_integrations(conn, integration_rows(store))
     for piece in slices:
         _sync(context, piece, store, costs_api, duckdb, registry.settings.staging_dir)
+    for integration_id in dict.fromkeys(piece.integration_id for piece in slices):
+        _refresh_names(context, store, costs_api, integration_id, duckdb.database)
     with connect(duckdb.database) as conn:
         yield from _results(conn, slices)
+        publish_snapshot(conn, registry.settings.snapshot_path)
 
 
 def _results(conn: duckdb.DuckDBPyConnection, slices: list[Slice]):
