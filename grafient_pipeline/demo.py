@@ -1,4 +1,5 @@
-"""`grafient demo`: the emulator, two demo integrations, their backfills, a summary, the UI."""
+"""`grafient demo`: the providers' emulators, three demo integrations (two OpenAI, one
+Anthropic), their backfills, a summary, spend intelligence, the UI and the dashboard."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from grafient_pipeline.operations import add_integration, list_integrations, run
 from grafient_pipeline.settings import Settings
 
 DEMO_INTEGRATIONS = (
-    # (label, plan, emulator organization)
-    ("Acme Production", "free", "org-acme-prod"),
-    ("Acme Research", "pro", "org-acme-research"),
+    # (label, plan, provider, emulator organization)
+    ("Acme Production", "free", "openai", "org-acme-prod"),
+    ("Acme Research", "pro", "openai", "org-acme-research"),
+    ("Acme Claude", "pro", "anthropic", "org-acme-claude"),
 )
 # The repository's workspace.yaml, written into GRAFIENT_HOME: an installed wheel has no checkout,
 # and the code location keeps its name whichever way the UI was started.
@@ -32,12 +34,8 @@ load_from:
       attribute: defs
       location_name: grafient_pipeline
 """
-# `backfill_policy` is in beta in Dagster 1.13; the design relies on it (one run per backfill),
-# so the demo's UI does not print that warning once per asset. A message prefix, not the class:
-# PYTHONWARNINGS cannot name a category from a package it has not imported yet.
-
-
-# Fixed, so that a restarted demo finds the emulator its integrations were added with.
+# Fixed, so that a restarted demo finds the emulators its integrations were added with: the
+# first provider's emulator on this port, the next one's on the next port, and so on.
 DEMO_EMULATOR_PORT = 8700
 
 
@@ -79,8 +77,12 @@ def _wait_http(url: str, seconds: float, process: subprocess.Popen, name: str) -
     raise DemoError(f"{url} did not answer within {seconds:.0f} s")
 
 
+def _demo_providers() -> list[str]:
+    return list(dict.fromkeys(provider for _, _, provider, _ in DEMO_INTEGRATIONS))
+
+
 def _start_emulator(
-    port: int, env: dict[str, str], extra: list[str] | None = None
+    provider: str, port: int, env: dict[str, str], extra: list[str] | None = None
 ) -> tuple[subprocess.Popen, str]:
     port = port or free_port()
     if _port_in_use(port):
@@ -88,37 +90,52 @@ def _start_emulator(
             f"port {port} is in use (another demo, or its emulator still running?): stop it, "
             "or pass --emulator-port"
         )
+    command = [sys.executable, "-m", "grafient_pipeline.cli", "emulator", "--provider", provider]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "grafient_pipeline.cli",
-            "emulator",
-            "--port",
-            str(port),
-            *(extra or []),
-        ],
+        [*command, "--port", str(port), *(extra or [])],
         env=env,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
     base_url = f"http://127.0.0.1:{port}/v1"
-    _wait_http(f"{base_url}/organization/costs", 30, process, "the emulator")
+    _wait_http(base_url, 30, process, f"the {provider} emulator")
     return process, base_url
 
 
+def _start_emulators(
+    settings: Settings, first_port: int, spike: object, processes: list[subprocess.Popen]
+) -> dict[str, str]:
+    """One emulator per provider of the demo; each provider's base URL setting points at it,
+    so the integrations added next store it."""
+    from grafient_pipeline.providers import get_provider
+
+    urls = {}
+    for number, name in enumerate(_demo_providers()):
+        port = first_port + number if first_port else 0
+        extra = _spike_arguments(spike) if name == "openai" else []
+        emulator, base_url = _start_emulator(name, port, dagster_environment(settings), extra)
+        processes.append(emulator)
+        os.environ[get_provider(name).base_url_setting] = base_url
+        print(f"   {get_provider(name).title}: {base_url}")
+        urls[name] = base_url
+    return urls
+
+
 def _add_demo_integrations(settings: Settings) -> list[str]:
-    from grafient_pipeline.providers.openai.emulator import DEMO_ORGS
+    import importlib
+
+    from grafient_pipeline.providers import get_provider
 
     existing = {i.label: i.id for i in list_integrations(settings)}
     ids = []
-    for label, plan, org in DEMO_INTEGRATIONS:
+    for label, plan, provider, org in DEMO_INTEGRATIONS:
         if label in existing:
             print(f"  {label}: already added as {existing[label]}")
             ids.append(existing[label])
             continue
-        integration_id = add_integration(settings, label, plan, DEMO_ORGS[org])
-        print(f"  {label} ({plan}): added as {integration_id}, Test Connection passed")
+        emulator = importlib.import_module(get_provider(provider).emulator_module)
+        integration_id = add_integration(settings, label, plan, emulator.DEMO_ORGS[org], provider)
+        print(f"  {label} ({provider}, {plan}): added as {integration_id}, Test Connection passed")
         ids.append(integration_id)
     return ids
 
@@ -178,14 +195,9 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
     processes: list[subprocess.Popen] = []
     receiver = None
     try:
-        print("1. starting the OpenAI Costs API emulator on 127.0.0.1")
+        print("1. starting the providers' API emulators on 127.0.0.1")
         spike = _pick_spike()
-        emulator, base_url = _start_emulator(
-            emulator_port, dagster_environment(settings), _spike_arguments(spike)
-        )
-        processes.append(emulator)
-        os.environ["GRAFIENT_OPENAI_BASE_URL"] = base_url  # stored with each demo integration
-        print(f"   {base_url}")
+        urls = _start_emulators(settings, emulator_port, spike, processes)
         print("2. adding the demo integrations (Test Connection first)")
         ids = _add_demo_integrations(settings)
         print("3. onboarding backfills (plan windows: Free 30 days, Pro 180 days)")
@@ -196,7 +208,7 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
         receiver = _spend_intelligence(settings, ids, spike)
         if not ui:
             return 0
-        return _serve_ui(settings, port, processes, base_url)
+        return _serve_ui(settings, port, processes, ", ".join(urls.values()))
     finally:
         _stop(processes)
         if receiver is not None:
@@ -273,11 +285,11 @@ def _serve_ui(
     )
     print(f"   Dashboard:  {start_dashboard(settings, processes)}  (spend, integrations)")
     print(f'   query the warehouse: GRAFIENT_HOME={settings.home} grafient sql "SELECT ..."')
-    print(f"   the emulator keeps running at {emulator_url} while the UI is up")
+    print(f"   the emulators keep running at {emulator_url} while the UI is up")
     try:
         while process.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:
-        print("\nstopping the UI and the emulator")
+        print("\nstopping the UI and the emulators")
         return 0
     raise DemoError(f"dg dev exited on its own (code {process.returncode}); see its output")

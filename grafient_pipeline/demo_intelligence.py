@@ -120,7 +120,11 @@ def run(settings: Settings, ids: list[str], spike: tuple[date, Decimal]) -> Rece
     print(f"   local webhook receiver: {receiver.url} (HMAC-signed alerts)")
     print(f"   budget {BUDGET!r}: {money(monthly)} USD a month on {integration_id}")
     job = build_definitions(settings).resolve_job_def("spend_intelligence_job")
-    job.execute_in_process(instance=get_instance(settings), raise_on_error=True)
+    job.execute_in_process(
+        instance=get_instance(settings),
+        raise_on_error=True,
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+    )
     round_ = deliver_pending(open_registry(settings))
     with connect(settings.warehouse, read_only=True) as conn:
         status = conn.execute(
