@@ -82,3 +82,36 @@ CREATE TABLE IF NOT EXISTS dim_api_keys (
     last_seen TIMESTAMP NOT NULL,
     PRIMARY KEY (integration_id, api_key_id)
 );
+
+-- The staging file a fetch writes (format in sync.py's stage_chunks), as rows: one per API
+-- result, the bucket's times as UTC timestamps, amounts as the client's exact decimal text.
+-- Every provider's raw model reads its staged files through this one macro.
+CREATE OR REPLACE MACRO staged_results(path) AS TABLE
+SELECT
+    * REPLACE (
+        make_timestamp(bucket_start * 1000000) AS bucket_start,
+        make_timestamp(bucket_end * 1000000) AS bucket_end
+    )
+FROM read_csv(
+    path,
+    header = false,
+    auto_detect = false,
+    delim = chr(31),
+    quote = chr(2),
+    escape = chr(2),
+    nullstr = chr(3),
+    new_line = '\n',  -- a CR inside a result's JSON is data, not a line end
+    columns = {
+        'bucket_start': 'BIGINT',
+        'bucket_end': 'BIGINT',
+        'amount_value': 'VARCHAR',
+        'quantity': 'VARCHAR',
+        'escaped': 'BOOLEAN',
+        'line_item': 'VARCHAR',
+        'project_id': 'VARCHAR',
+        'api_key_id': 'VARCHAR',
+        'currency': 'VARCHAR',
+        'quantity_unit': 'VARCHAR',
+        'raw_json': 'VARCHAR'
+    }
+);

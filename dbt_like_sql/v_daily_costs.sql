@@ -6,6 +6,7 @@ SELECT
     integration_id,
     cost_date,
     sum(amount_usd) AS amount_usd,
-    bool_and(is_final) AS is_final
+    bool_and(is_final) AS is_final,
+    provider
 FROM fct_costs
-GROUP BY integration_id, cost_date;
+GROUP BY integration_id, cost_date, provider;

@@ -10,7 +10,8 @@ SELECT
     sum(output_usd) AS output_usd,
     sum(cached_input_usd) AS cached_input_usd,
     sum(cache_write_usd) AS cache_write_usd,
-    sum(other_usd) AS other_usd
+    sum(other_usd) AS other_usd,
+    provider
 FROM rollup_model_daily
 WHERE cost_date >= date_trunc('month', (now() AT TIME ZONE 'UTC')::DATE)
-GROUP BY integration_id, model;
+GROUP BY integration_id, model, provider;

@@ -1,15 +1,16 @@
 """The one scrubber for text a person sees or the registry stores: key material out, hints in.
 
-An OpenAI key is `sk-` (or `sk-admin-`, `sk-proj-`, `sk-svcacct-`) followed by its secret
-characters. Only the secret part makes a token key material: the bare prefixes (`sk-admin-`)
-and masked hints (`sk-admin-...abcd`, where the dots end the token) are advice to keep.
+A provider key is `sk-`, up to two lower-case family words (`admin-`, `proj-`, `svcacct-`,
+`ant-admin01-`, `ant-api03-`), then its secret characters. Only the secret part makes a token key
+material: the bare prefixes (`sk-admin-`, `sk-ant-admin...`) and masked hints
+(`sk-admin-...abcd`, where the dots end the token) are advice to keep.
 """
 
 from __future__ import annotations
 
 import re
 
-KEY_FAMILIES = ("admin-", "proj-", "svcacct-")
+_FAMILY = re.compile(r"(?:[a-z]{2,9}[0-9]{0,2}-){0,2}")
 # Fewer secret characters than this cannot identify a key (real ones carry well over 40);
 # more than this are treated as a key, or a piece of one, and masked whole.
 MIN_SECRET_CHARS = 8
@@ -25,6 +26,6 @@ def scrub(text: str) -> str:
 def _mask_if_secret(match: re.Match[str]) -> str:
     token = match.group(0)
     secret = token.removeprefix("sk-")
-    family = next((f for f in KEY_FAMILIES if secret.startswith(f)), "")
-    secret = secret.removeprefix(family)
+    family = _FAMILY.match(secret)
+    secret = secret[family.end() :] if family else secret
     return MASK if len(secret) >= MIN_SECRET_CHARS else token

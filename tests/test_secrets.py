@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from grafient_pipeline.providers.anthropic.emulator import DEMO_ORGS as ANTHROPIC_DEMO_ORGS
 from grafient_pipeline.providers.openai.emulator import DEMO_ORGS, CostsEmulator
 from tests.conftest import run_cli
 from tests.test_idempotency import SECRET_PIECE, key_pieces
@@ -79,7 +80,7 @@ def sqlite_text(path: Path) -> bytes:
 def demo_key_pieces(org_id: str, key: str) -> set[str]:
     """A demo key spells its organization id before its secret part; pieces that lie wholly
     in that public prefix (``sk-admin-demo-acme-research-``) are not key material."""
-    public = f"sk-admin-demo-{org_id.removeprefix('org-')}-"
+    public = key[: key.index("demo-") + len(f"demo-{org_id.removeprefix('org-')}-")]
     assert key.startswith(public) and len(key) - len(public) >= 16
     return {piece for piece in key_pieces(key) if piece not in public}
 
@@ -130,10 +131,11 @@ def test_no_key_material_anywhere_after_demo_and_own_integration(home_env: dict[
     run("alerts", "test", "mail", ok=False)
     rows = {row["id"]: row for row in json.loads(listed.stdout)}
     assert rows[integration_id]["status"] == "error"
-    assert len(rows) == 3
+    assert len(rows) == 4  # the demo's three (two OpenAI, one Anthropic) and our own
 
     master_key = (home / "master.key").read_text().strip()
-    secrets = {f"admin key {org}": demo_key_pieces(org, key) for org, key in DEMO_ORGS.items()}
+    demo_keys = {**DEMO_ORGS, **ANTHROPIC_DEMO_ORGS}
+    secrets = {f"admin key {org}": demo_key_pieces(org, key) for org, key in demo_keys.items()}
     secrets["admin key (own)"] = key_pieces(MY_KEY)
     secrets["master key"] = key_pieces(master_key)
     secrets["slack webhook path"] = key_pieces(SLACK_PATH)

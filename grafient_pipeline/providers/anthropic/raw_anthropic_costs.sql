@@ -13,8 +13,8 @@ WHERE $replace
 INSERT INTO raw_anthropic_costs
 SELECT
     $integration_id,
-    make_timestamp(bucket_start * 1000000),
-    make_timestamp(bucket_end * 1000000),
+    bucket_start,
+    bucket_end,
     json_extract_string(raw_json, '$.workspace_id'),
     json_extract_string(raw_json, '$.description'),
     json_extract_string(raw_json, '$.cost_type'),
@@ -28,28 +28,6 @@ SELECT
     $fetched_at::TIMESTAMP,
     $run_id,
     raw_json
-FROM read_csv(
-    $staging_path,
-    header = false,
-    auto_detect = false,
-    delim = chr(31),
-    quote = chr(2),
-    escape = chr(2),
-    nullstr = chr(3),
-    new_line = '\n',  -- a CR inside a result's JSON is data, not a line end
-    columns = {
-        'bucket_start': 'BIGINT',
-        'bucket_end': 'BIGINT',
-        'amount_value': 'VARCHAR',
-        'quantity': 'VARCHAR',
-        'escaped': 'BOOLEAN',
-        'line_item': 'VARCHAR',
-        'project_id': 'VARCHAR',
-        'api_key_id': 'VARCHAR',
-        'currency': 'VARCHAR',
-        'quantity_unit': 'VARCHAR',
-        'raw_json': 'VARCHAR'
-    }
-)
-WHERE make_timestamp(bucket_start * 1000000) >= $start_date::TIMESTAMP
-  AND make_timestamp(bucket_start * 1000000) < $end_date::TIMESTAMP + INTERVAL 1 DAY;
+FROM staged_results($staging_path)
+WHERE bucket_start >= $start_date::TIMESTAMP
+  AND bucket_start < $end_date::TIMESTAMP + INTERVAL 1 DAY;

@@ -26,35 +26,6 @@ SELECT
     $fetched_at::TIMESTAMP,
     $run_id,
     raw_json
-FROM (
-    SELECT
-        * REPLACE (
-            make_timestamp(bucket_start * 1000000) AS bucket_start,
-            make_timestamp(bucket_end * 1000000) AS bucket_end
-        )
-    FROM read_csv(
-        $staging_path,
-        header = false,
-        auto_detect = false,
-        delim = chr(31),
-        quote = chr(2),
-        escape = chr(2),
-        nullstr = chr(3),
-        new_line = '\n',  -- a CR inside a result's JSON is data, not a line end
-        columns = {
-            'bucket_start': 'BIGINT',
-            'bucket_end': 'BIGINT',
-            'amount_value': 'VARCHAR',
-            'quantity': 'VARCHAR',
-            'escaped': 'BOOLEAN',
-            'line_item': 'VARCHAR',
-            'project_id': 'VARCHAR',
-            'api_key_id': 'VARCHAR',
-            'currency': 'VARCHAR',
-            'quantity_unit': 'VARCHAR',
-            'raw_json': 'VARCHAR'
-        }
-    )
-)
+FROM staged_results($staging_path)
 WHERE bucket_start >= $start_date::TIMESTAMP
   AND bucket_start < $end_date::TIMESTAMP + INTERVAL 1 DAY;
