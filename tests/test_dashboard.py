@@ -184,23 +184,23 @@ def test_top_models_projects_and_keys(home: Home, client: TestClient):
 
 
 def test_names_from_dim_tables_when_they_exist(home: Home, client: TestClient, tmp_path: Path):
-    """dim_projects / dim_api_keys (issue 15) give names; without them the ids are shown."""
+    """dim_projects / dim_api_keys (issue 15, filled by each sync) give names, escaped; an id
+    without a name is shown as the id."""
     top = client.get("/api/top").json()
     project, key = top["projects"][0], top["api_keys"][0]
-    assert project["name"] == project["id"]
+    assert project["name"] != project["id"]  # the emulator's project names, read by the sync
     copy = tmp_path / "warehouse.duckdb"
     copy.write_bytes(Path(home.settings.warehouse).read_bytes())
     with duckdb.connect(str(copy)) as conn:
         conn.execute(
-            "CREATE TABLE dim_projects AS SELECT 'openai' AS provider, ? AS integration_id, "
-            "? AS project_id, 'Search <b>' AS name",
-            [home.ids[0], project["id"]],
+            "UPDATE dim_projects SET name = 'Search <b>' WHERE project_id = ?", [project["id"]]
         )
         conn.execute(
-            "CREATE TABLE dim_api_keys AS SELECT 'openai' AS provider, ? AS integration_id, "
-            "? AS api_key_id, 'ci-bot' AS name, 'sk-...wxyz' AS redacted_value",
-            [home.ids[0], key["id"]],
+            "UPDATE dim_api_keys SET name = 'ci-bot', redacted_value = 'sk-...wxyz' "
+            "WHERE api_key_id = ?",
+            [key["id"]],
         )
+        conn.execute("DELETE FROM dim_projects WHERE project_id <> ?", [project["id"]])
     publish_snapshot(copy, tmp_path / "snapshot.duckdb")
     settings = load_settings({"GRAFIENT_HOME": str(tmp_path)})
     with TestClient(create_app(settings, jobs=FakeJobs())) as other:
@@ -209,6 +209,8 @@ def test_names_from_dim_tables_when_they_exist(home: Home, client: TestClient, t
     assert any(p["name"] == "Search <b>" for p in named["projects"])
     assert any(k["name"] == "ci-bot" and "sk-...wxyz" in k["detail"] for k in named["api_keys"])
     assert "Search &lt;b&gt;" in page and "Search <b>" not in page
+    unnamed = [p for p in named["projects"] if p["id"] != project["id"]]
+    assert all(p["name"] == p["id"] for p in unnamed)  # no name known: the id stands in
 
 
 def test_intelligence_panels(home: Home, client: TestClient, tmp_path: Path):

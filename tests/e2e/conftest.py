@@ -225,8 +225,8 @@ class DagsterStack:
             raise E2EError(f"GraphQL errors: {body['errors']}")
         return body["data"]
 
-    def runs(self, tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        run_filter: dict[str, Any] = {"pipelineName": JOB}
+    def runs(self, tags: dict[str, str] | None = None, job: str = JOB) -> list[dict[str, Any]]:
+        run_filter: dict[str, Any] = {"pipelineName": job}
         if tags:
             run_filter["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
         result = self.graphql(RUNS_QUERY, {"filter": run_filter})["runsOrError"]
@@ -325,8 +325,9 @@ def _run_dagster_dev(root: Path, emulator: CostsEmulator) -> Iterator[DagsterSta
     base_env.pop("GRAFIENT_WAREHOUSE", None)
     settings = load_settings(base_env)
     prepare_home(settings)
-    env = dagster_environment(settings)  # DAGSTER_HOME, GRAFIENT_HOME, base URL, warehouse
-    env.update({k: base_env[k] for k in ("GRAFIENT_MASTER_KEY", "GRAFIENT_DAGSTER_URL")})
+    env = dagster_environment(settings)  # DAGSTER_HOME, GRAFIENT_HOME, warehouse
+    keep = ("GRAFIENT_MASTER_KEY", "GRAFIENT_DAGSTER_URL", "GRAFIENT_OPENAI_BASE_URL")
+    env.update({k: base_env[k] for k in keep})
     env["PYTHONUNBUFFERED"] = "1"
     log_path = root / "dagster-dev.log"
     listen = ["-h", "127.0.0.1", "-p", str(port)]

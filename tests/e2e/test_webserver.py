@@ -181,7 +181,7 @@ def test_cli_force_sync_submits_to_the_running_webserver(
 
     assert synced.returncode == 0, f"{synced.stdout}\n{synced.stderr}\n{stack.diagnostics()}"
     assert f"submitted to {stack.url}" in synced.stdout, synced.stdout
-    forced = stack.runs({"grafient/reason": "force sync"})
+    forced = stack.runs({"grafient/reason": "force sync"}, job="force_sync")
     assert [run["status"] for run in forced] == ["SUCCESS"], forced
     today = onboarded.dates.end
     assert run_range(forced[0]) == (integration_id, DateRange(today - timedelta(days=1), today))
