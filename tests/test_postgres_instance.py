@@ -20,10 +20,11 @@ import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from grafient_pipeline.definitions import build_definitions
-from grafient_pipeline.instance import get_instance, prepare_home
+from grafient_pipeline.instance import dagster_environment, get_instance, prepare_home
 from grafient_pipeline.partitions import range_tags
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.run_workers import HOST_TAG, PID_TAG, reap_dead_runs, worker_tags
+from grafient_pipeline.runs import _serves
 from grafient_pipeline.settings import DAGSTER_POSTGRES_URL, Settings, SettingsError, load_settings
 from grafient_pipeline.sync import utc_today
 from tests.conftest import ADMIN_KEY, ORG_ID, OTHER_KEY, OTHER_ORG_ID, last_days, run_range
@@ -77,6 +78,20 @@ def test_the_instance_keeps_runs_events_and_schedules_in_postgres(pg_settings, p
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert pg_instance.get_concurrency_config().pool_config.default_pool_limit == 1
     assert not _files_holding(pg_settings.home, PASSWORD)
+
+
+def test_the_webserver_page_shows_this_home_and_not_the_password(pg_settings, pg_instance):
+    """The webserver's instance info (what runs.find_webserver compares) names this home's
+    dagster_home, and never the password."""
+    info = pg_instance.info_str()
+    assert _serves(info, pg_settings.dagster_home)
+    assert "PostgresRunStorage" in info and PASSWORD not in info
+
+
+def test_dagster_processes_get_the_url_with_its_driver(pg_settings):
+    env = dagster_environment(pg_settings)
+    assert env[DAGSTER_POSTGRES_URL].startswith("postgresql+psycopg2://")
+    assert env["DAGSTER_HOME"] == str(pg_settings.dagster_home)
 
 
 def test_without_the_url_the_home_stays_on_sqlite(settings):
