@@ -110,8 +110,9 @@ def test_every_command_and_option_exists(command: list[str]):
         assert re.search(rf"(^|[\s,]){re.escape(option)}\b", help_text), (option, leading)
 
 
-def test_the_dashboard_is_a_grafient_command():
+def test_the_dashboard_is_a_grafient_command_and_the_help_names_the_postgres_setting():
     assert re.search(r"^\s+dashboard\s", _help("grafient"), re.MULTILINE)
+    assert re.search(rf"^\s+{DAGSTER_POSTGRES_URL}\s", _help("grafient"), re.MULTILINE)
 
 
 @pytest.mark.parametrize("source", ["compose", "helm"])
