@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@echo "installing grafient-pipeline and its dependencies into $(VENV) (about a minute)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -qq --upgrade pip
-	@$(BIN)/python -m pip install -qq -e '.[dev]'
+	@$(BIN)/python -m pip install -qq -e '.[dev,postgres]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -243,6 +243,9 @@ environment:
   GRAFIENT_SYNC_BATCH       integrations per scheduled run (default 20)
   GRAFIENT_DAGSTER_URL      the Dagster webserver that syncs are submitted to when it is up
                             (default: http://127.0.0.1:3000; otherwise they run in-process)
+  GRAFIENT_DAGSTER_POSTGRES_URL  Dagster's runs, events and schedules in PostgreSQL:
+                            postgresql://USER:PASSWORD@HOST:5432/DB (default: SQLite files
+                            in GRAFIENT_HOME/dagster_home; needs the `postgres` extra)
 """
 
 TOP_EXAMPLES = """\

@@ -6,10 +6,16 @@ import json
 import os
 from pathlib import Path
 
-from grafient_pipeline.settings import Settings
+from grafient_pipeline.settings import (
+    DAGSTER_POSTGRES_URL,
+    POSTGRES_DRIVER_SCHEME,
+    Settings,
+    SettingsError,
+    redacted_url,
+)
 
 # Pool "duckdb" (every DuckDB-writing step) gets one slot: DuckDB allows one writing process.
-DAGSTER_YAML = """\
+DAGSTER_YAML_COMMON = """\
 # Written by grafient. DuckDB allows one writing process per file: every DuckDB-writing step
 # uses the pool "duckdb", limited to one slot here; runs execute in process.
 concurrency:
@@ -19,6 +25,9 @@ concurrency:
     max_concurrent_runs: 4
 telemetry:
   enabled: false
+"""
+
+SQLITE_STORAGE = """\
 # Dagster's default SQLite storage and files, with event writes batched (180 partitions of a
 # backfill: one transaction instead of 180); see grafient_pipeline/dagster_storage.py.
 storage:
@@ -29,13 +38,33 @@ storage:
       dagster_home: {dagster_home}
 """
 
+# The URL (and its password) stays in the environment: Dagster reads it at start-up, and neither
+# this file nor the webserver's configuration page shows it.
+POSTGRES_STORAGE = f"""\
+# Runs, events and schedules in PostgreSQL (dagster-postgres), shared by every process and
+# machine that sets {DAGSTER_POSTGRES_URL}={POSTGRES_DRIVER_SCHEME}://USER:PASSWORD@HOST/DB.
+storage:
+  postgres:
+    postgres_url:
+      env: {DAGSTER_POSTGRES_URL}
+"""
+
+DAGSTER_YAML = DAGSTER_YAML_COMMON + SQLITE_STORAGE
+
+
+def dagster_yaml(settings: Settings) -> str:
+    """The instance config: SQLite files under dagster_home, or PostgreSQL when its URL is set."""
+    if settings.dagster_postgres_url:
+        return DAGSTER_YAML_COMMON + POSTGRES_STORAGE
+    return DAGSTER_YAML.format(dagster_home=json.dumps(str(settings.dagster_home)))
+
 
 def prepare_home(settings: Settings) -> Path:
     """Create GRAFIENT_HOME (private) and its dagster_home with dagster.yaml; idempotent."""
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     settings.dagster_home.mkdir(exist_ok=True)
     config = settings.dagster_home / "dagster.yaml"
-    text = DAGSTER_YAML.format(dagster_home=json.dumps(str(settings.dagster_home)))
+    text = dagster_yaml(settings)
     if not config.exists() or config.read_text() != text:
         config.write_text(text)
     return settings.dagster_home
@@ -47,6 +76,8 @@ def dagster_environment(settings: Settings) -> dict[str, str]:
     env["DAGSTER_HOME"] = str(settings.dagster_home)
     env["GRAFIENT_HOME"] = str(settings.home)
     env["GRAFIENT_WAREHOUSE"] = settings.warehouse
+    if settings.dagster_postgres_url:  # the driver-qualified form dagster.yaml's `env:` reads
+        env[DAGSTER_POSTGRES_URL] = settings.dagster_postgres_url
     return env
 
 
@@ -56,4 +87,21 @@ def get_instance(settings: Settings):
 
     prepare_home(settings)
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    return dg.DagsterInstance.get()
+    url = settings.dagster_postgres_url
+    if not url:
+        return dg.DagsterInstance.get()
+    os.environ[DAGSTER_POSTGRES_URL] = url
+    try:
+        return dg.DagsterInstance.get()
+    except Exception as error:  # dagster-postgres gives up after its retries (about 15 s)
+        if not type(error).__module__.startswith(("dagster_postgres", "sqlalchemy", "psycopg2")):
+            raise
+        reason = _first_line(getattr(error.__cause__ or error.__context__, "orig", None) or error)
+        raise SettingsError(
+            f"Dagster's PostgreSQL at {redacted_url(url)} is out of reach ({reason}): "
+            f"check {DAGSTER_POSTGRES_URL} and that the server runs"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -6,10 +6,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 HOME_FOLDER = ".grafient"
 DEFAULT_RESYNC_DAYS = 3
 DEFAULT_SYNC_BATCH = 20
+DAGSTER_POSTGRES_URL = "GRAFIENT_DAGSTER_POSTGRES_URL"
+# dagster-postgres 0.29 speaks psycopg2; with SQLAlchemy 2.1 a bare `postgresql://` URL selects
+# psycopg 3, which fails on its queries (`syntax error at or near "$1"`): name the driver.
+POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2"
+_POSTGRES_SCHEMES = ("postgres", "postgresql", POSTGRES_DRIVER_SCHEME)
 
 
 class SettingsError(ValueError):
@@ -24,6 +30,8 @@ class Settings:
     master_key_b64: str | None
     sync_batch: int = DEFAULT_SYNC_BATCH
     home_source: str = "GRAFIENT_HOME"  # how the home was found, for people
+    # Dagster's runs, events and schedules in PostgreSQL instead of SQLite files (issue 19)
+    dagster_postgres_url: str | None = None
 
     @property
     def registry_path(self) -> Path:
@@ -81,7 +89,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         master_key_b64=env.get("GRAFIENT_MASTER_KEY") or None,
         sync_batch=sync_batch,
         home_source=home_source,
+        dagster_postgres_url=postgres_url(env, DAGSTER_POSTGRES_URL),
     )
+
+
+def postgres_url(env: Mapping[str, str], name: str) -> str | None:
+    """The PostgreSQL URL in `name`, with the driver dagster-postgres needs; None when unset.
+    Errors never repeat the URL: it holds the password."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in _POSTGRES_SCHEMES:
+        raise SettingsError(
+            f"{name} must be a PostgreSQL URL such as "
+            f"postgresql://USER:PASSWORD@HOST:5432/DATABASE (got a {parts.scheme or 'bare'!r} one)"
+        )
+    return urlunsplit(parts._replace(scheme=POSTGRES_DRIVER_SCHEME))
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _whole_number(env: Mapping[str, str], name: str, default: int, most: int, unit: str) -> int:

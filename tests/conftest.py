@@ -20,6 +20,9 @@ from grafient_pipeline.registry import Registry
 from grafient_pipeline.settings import Settings, load_settings
 from grafient_pipeline.sync import utc_today
 
+# A real PostgreSQL server (session) and a database per test: tests/postgres.py.
+from tests.postgres import postgres_server, postgres_url  # noqa: F401
+
 ORG_ID = "org-test-one"
 ADMIN_KEY = "sk-admin-test-one-0123456789abcdefghijklmnopqrstuvwxyz"
 OTHER_ORG_ID = "org-test-two"

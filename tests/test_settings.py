@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grafient_pipeline.settings import SettingsError, load_settings
+from grafient_pipeline.settings import SettingsError, load_settings, redacted_url
 
 
 def test_defaults(tmp_path) -> None:
@@ -33,3 +33,43 @@ def test_a_bad_number_names_the_variable_and_the_range(tmp_path, name: str, valu
     message = str(raised.value)
     assert message.startswith(f"{name} must be a whole number of ")
     assert repr(value) in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "postgresql://user:secret@db:5432/dagster",
+        "postgres://user:secret@db:5432/dagster",
+        "postgresql+psycopg2://user:secret@db:5432/dagster",
+    ],
+)
+def test_the_dagster_postgres_url_names_the_driver_dagster_postgres_needs(tmp_path, given) -> None:
+    """SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, which dagster-postgres 0.29
+    cannot use."""
+    env = {"GRAFIENT_HOME": str(tmp_path), "GRAFIENT_DAGSTER_POSTGRES_URL": given}
+    url = load_settings(env).dagster_postgres_url
+    assert url == "postgresql+psycopg2://user:secret@db:5432/dagster"
+
+
+def test_without_a_dagster_postgres_url_dagster_stays_on_sqlite(tmp_path) -> None:
+    assert load_settings({"GRAFIENT_HOME": str(tmp_path)}).dagster_postgres_url is None
+
+
+def test_a_url_of_another_database_is_refused_without_repeating_it(tmp_path) -> None:
+    env = {
+        "GRAFIENT_HOME": str(tmp_path),
+        "GRAFIENT_DAGSTER_POSTGRES_URL": "mysql://user:secret@db/dagster",
+    }
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env)
+    message = str(raised.value)
+    assert message.startswith("GRAFIENT_DAGSTER_POSTGRES_URL must be a PostgreSQL URL")
+    assert "secret" not in message and "\n" not in message
+
+
+def test_a_redacted_url_keeps_everything_but_the_password() -> None:
+    url = "postgresql+psycopg2://grafient:s3cr%40t@db.example:5432/dagster?sslmode=require"
+    assert redacted_url(url) == (
+        "postgresql+psycopg2://grafient:***@db.example:5432/dagster?sslmode=require"
+    )
+    assert redacted_url("postgresql://db/dagster") == "postgresql://db/dagster"
