@@ -33,7 +33,7 @@ OPTIONAL = ("dim_projects", "dim_api_keys", "budget_status", "spend_forecast", "
 AGGREGATES = {
     # = v_daily_costs
     "daily_costs": "SELECT integration_id, cost_date, sum(amount_usd) AS amount_usd, "
-    "bool_and(is_final) AS is_final FROM {src}.fct_costs GROUP BY ALL",
+    "bool_and(is_final) AS is_final, provider FROM {src}.fct_costs GROUP BY ALL",
     "project_daily": "SELECT integration_id, cost_date, project_id, sum(amount_usd) AS amount_usd "
     "FROM {src}.fct_costs GROUP BY ALL",
     "api_key_daily": "SELECT integration_id, cost_date, api_key_id, any_value(project_id) AS "
