@@ -11,7 +11,8 @@ fct_costs -> both rollups, asset checks included.
 Prints wall time, rows/s, peak RSS of the run process (its ``ru_maxrss`` via ``os.wait4``),
 HTTP requests, emulator CPU, per-asset step times; runs 30 days and 180 days to show memory does
 not grow with the range; fails loudly unless every table's total equals the emulator's expected
-total exactly. Writes ``benchmarks/results/backfill[_quick].json`` (read by bench_dlt.py).
+total exactly. Writes ``benchmarks/results/backfill[_quick].json`` (bench_dlt.py runs
+its own measurement of the same path, beside the dlt peers).
 
     .venv/bin/python benchmarks/bench_backfill.py [--quick]
 """

@@ -14,7 +14,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -382,30 +382,52 @@ def refresh_names(
     seen_at: datetime,
 ) -> None:
     """Upsert the names of an integration's projects and API keys (one transaction). Nothing is
-    deleted: a renamed project keeps its id, an archived or deleted one its last name."""
+    deleted: a renamed project keeps its id, an archived or deleted one its last name.
+
+    One statement per table, the rows passed as lists and unnested: DuckDB's ``executemany``
+    runs a statement per row (1.2 s for an organization's 16 projects and 256 keys, against
+    0.25 s a whole daily sync may take)."""
     stamp = seen_at.astimezone(UTC).replace(tzinfo=None)
-    projects = [r for r in records if r.kind == "project"]
-    keys = [r for r in records if r.kind == "api_key"]
+    projects = _merged([r for r in records if r.kind == "project"])
+    keys = _merged([r for r in records if r.kind == "api_key"])
+    common = {"provider": provider, "integration_id": integration_id, "stamp": stamp}
     with transaction(conn):
         if projects:
-            conn.executemany(
-                "INSERT INTO dim_projects VALUES (?, ?, ?, ?, ?, ?, ?) "
+            conn.execute(
+                "INSERT INTO dim_projects SELECT $provider, $integration_id, unnest($ids), "
+                "unnest($names), unnest($statuses), $stamp, $stamp "
                 "ON CONFLICT (integration_id, project_id) DO UPDATE SET "
                 "name = coalesce(excluded.name, name), status = excluded.status, "
                 "last_seen = excluded.last_seen",
-                [(provider, integration_id, r.id, r.name, r.status, stamp, stamp)
-                 for r in projects],
+                {**common, "ids": [r.id for r in projects],
+                 "names": [r.name for r in projects], "statuses": [r.status for r in projects]},
             )  # fmt: skip
         if keys:
-            conn.executemany(
-                "INSERT INTO dim_api_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            conn.execute(
+                "INSERT INTO dim_api_keys SELECT $provider, $integration_id, unnest($ids), "
+                "unnest($projects), unnest($names), unnest($redacted), unnest($statuses), "
+                "$stamp, $stamp "
                 "ON CONFLICT (integration_id, api_key_id) DO UPDATE SET "
                 "project_id = excluded.project_id, name = coalesce(excluded.name, name), "
                 "redacted_value = excluded.redacted_value, status = excluded.status, "
                 "last_seen = excluded.last_seen",
-                [(provider, integration_id, r.id, r.project_id, r.name, r.redacted_value,
-                  r.status, stamp, stamp) for r in keys],
+                {**common, "ids": [r.id for r in keys], "projects": [r.project_id for r in keys],
+                 "names": [r.name for r in keys], "redacted": [r.redacted_value for r in keys],
+                 "statuses": [r.status for r in keys]},
             )  # fmt: skip
+
+
+def _merged(records: list[NameRecord]) -> list[NameRecord]:
+    """One record per id, as upserting them one after the other would leave it (a later record
+    wins, except that a missing name keeps the earlier one): one INSERT cannot update a row
+    twice."""
+    by_id: dict[str, NameRecord] = {}
+    for record in records:
+        earlier = by_id.get(record.id)
+        if earlier is not None and record.name is None:
+            record = replace(record, name=earlier.name)
+        by_id[record.id] = record
+    return list(by_id.values())
 
 
 # Every warehouse table that holds rows of an integration (a purge empties them all).
