@@ -18,7 +18,8 @@ total is reported with its distance from the exact one. Prints each ratio and th
 targets (ours >= 2.5x the expert peer and >= 250,000 rows/s end to end, peak RSS < 512 MiB).
 Needs dlt[duckdb], pyarrow and msgspec in the venv (the ``bench`` extra).
 
-    .venv/bin/python benchmarks/bench_dlt.py [--quick] [--limits default,180|none] [--arrow-limit 30]
+    .venv/bin/python benchmarks/bench_dlt.py [--quick] [--limits default,180|none] \
+        [--arrow-limit 30]
 """
 
 from __future__ import annotations
