@@ -214,6 +214,12 @@ def cmd_emulator(settings: Settings, args: argparse.Namespace) -> int:
     import importlib
 
     emulator = importlib.import_module(get_provider(args.provider).emulator_module)
+    own = argparse.ArgumentParser()
+    emulator.add_emulator_arguments(own)
+    defaults = own.parse_args([])
+    for name in ("port", "results_per_day"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
     return emulator.run_from_args(args)
 
 
@@ -360,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sql.set_defaults(handler=cmd_sql)
 
-    from grafient_pipeline.providers.openai.emulator import add_emulator_arguments
+    from grafient_pipeline.providers.emulator_server import add_common_arguments
 
     emulator = _command(
         commands, "emulator", "a local provider cost API (OpenAI, Anthropic) for demos and tests",
@@ -373,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(PROVIDERS),
         help=f"whose API to emulate (default {DEFAULT_PROVIDER})",
     )
-    add_emulator_arguments(emulator)
+    # The provider's own defaults (port, rows a day) fill what is not given: see cmd_emulator.
+    add_common_arguments(emulator, key_prefix="sk-", port=None, results_per_day=None)
     emulator.set_defaults(handler=cmd_emulator, creates_home=True)
 
     keys = _command(commands, "keys", "master key operations", "grafient keys rotate")
