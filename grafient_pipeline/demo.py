@@ -176,6 +176,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _stop_on_hangup_and_term() -> None:
+    """Closing the terminal or `kill` must stop the emulators and the UI too, not orphan them.
+    Installed again before the UI: Dagster's in-process runs map SIGTERM to SIGINT's handler."""
+    signal.signal(signal.SIGHUP, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -188,9 +195,7 @@ def run_demo(settings: Settings, *, ui: bool, port: int, emulator_port: int) -> 
         )
     # The demo's own runs stay in-process on its own instance, never in another running UI.
     os.environ["GRAFIENT_DAGSTER_URL"] = f"http://127.0.0.1:{port}"
-    # Closing the terminal or `kill` must stop the emulator and the UI too, not orphan them.
-    signal.signal(signal.SIGHUP, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    _stop_on_hangup_and_term()
     prepare_home(settings)
     processes: list[subprocess.Popen] = []
     receiver = None
@@ -271,6 +276,7 @@ def start_dashboard(settings: Settings, processes: list[subprocess.Popen]) -> st
 def _serve_ui(
     settings: Settings, port: int, processes: list[subprocess.Popen], emulator_url: str
 ) -> int:
+    _stop_on_hangup_and_term()
     process = subprocess.Popen(
         ui_command(write_workspace(settings), port),
         env=dagster_environment(settings),
