@@ -46,14 +46,6 @@ class SyncSummary:
     rows_after: int
     usd_after: Decimal
 
-    def describe(self) -> str:
-        delta = self.usd_after - self.usd_before
-        return (
-            f"{self.piece}: {self.rows_after} rows, {self.usd_after:.6f} USD "
-            f"(was {self.rows_before} rows, {self.usd_before:.6f} USD; change {delta:+.6f}) "
-            f"- run {self.run_id} ({self.where})"
-        )
-
 
 def dagster_url() -> str:
     return os.environ.get("GRAFIENT_DAGSTER_URL", DEFAULT_DAGSTER_URL).rstrip("/")

@@ -2,7 +2,7 @@
 `python -m grafient_pipeline.dashboard.worker sync|backfill ID [START END]`.
 
 It calls the same operations as `grafient sync` / `grafient backfill` (run submission to this
-home's Dagster webserver when it is up, in-process otherwise), then publishes the snapshot. A
+home's Dagster webserver when it is up, in-process otherwise); the run publishes the snapshot. A
 process, not a thread: a backfill parses JSON and writes DuckDB for many seconds, and the web
 server's requests must not wait for its GIL. Progress lines go to stdout; the last line is
 RESULT_PREFIX + JSON {"ok", "message", "run_id"}.
@@ -32,9 +32,9 @@ class _Lines(io.TextIOBase):
 
 def _run(kind: str, integration_id: str, start: str | None, end: str | None) -> dict:
     from grafient_pipeline import operations
+    from grafient_pipeline.console import describe_sync
     from grafient_pipeline.plans import DateRange
     from grafient_pipeline.settings import load_settings
-    from grafient_pipeline.snapshot import publish_snapshot
     from grafient_pipeline.sync import utc_today
 
     settings = load_settings()
@@ -47,13 +47,8 @@ def _run(kind: str, integration_id: str, start: str | None, end: str | None) -> 
             date.fromisoformat(end) if end else today,
         )
         summary = operations.sync_range(settings, integration_id, dates, _Lines())
-    print(summary.describe(), flush=True)
-    note = ""
-    try:
-        publish_snapshot(settings.warehouse, settings.snapshot_path)
-    except Exception as error:  # the sync itself succeeded: say so, and why the page may lag
-        note = f" (the dashboard's snapshot was not refreshed: {str(error).splitlines()[0]})"
-    return {"ok": True, "message": f"{summary.piece} synced{note}", "run_id": summary.run_id}
+    print(describe_sync(summary), flush=True)  # the run itself published the snapshot
+    return {"ok": True, "message": f"{summary.piece} synced", "run_id": summary.run_id}
 
 
 def main(argv: list[str] | None = None) -> int:
