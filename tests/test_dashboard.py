@@ -284,6 +284,13 @@ def test_cards_show_status_plan_organization_and_the_masked_key(home: Home, clie
     assert all("key_token" not in i for i in listed)
 
 
+def test_the_add_form_names_each_providers_key_prefix(client: TestClient):
+    page = client.get("/integrations").text
+    assert "OpenAI: <code>sk-admin-…</code>" in page
+    assert "Anthropic: <code>sk-ant-admin…</code>" in page
+    assert 'data-key-prefix="sk-ant-admin"' in page
+
+
 def test_test_key_shows_the_organization_or_the_error(home: Home, client: TestClient):
     csrf = csrf_of(client)
     headers = {"X-CSRF-Token": csrf}

@@ -38,6 +38,7 @@ from grafient_pipeline.settings import Settings
 
 PROVIDERS = tuple(ALL_PROVIDERS)  # what Add Integration offers
 PROVIDER_NAMES = {name: provider.title for name, provider in ALL_PROVIDERS.items()}
+KEY_PREFIXES = {name: provider.key_prefix for name, provider in ALL_PROVIDERS.items()}
 _PROVIDER = re.compile(r"[a-z0-9-]{1,32}")
 USER_ERRORS = (operations.OperationError, RegistryError, ValueError)
 
@@ -102,7 +103,13 @@ async def integrations(request: Request, session: Session) -> Response:
     cards = await run_in_threadpool(_cards, request)
     return render(
         request, session, "integrations.html",
-        {"cards": cards, "plans": PLANS, "providers": PROVIDERS, "provider_names": PROVIDER_NAMES},
+        {
+            "cards": cards,
+            "plans": PLANS,
+            "providers": PROVIDERS,
+            "provider_names": PROVIDER_NAMES,
+            "key_prefixes": KEY_PREFIXES,
+        },
     )  # fmt: skip
 
 

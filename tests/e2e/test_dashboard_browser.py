@@ -124,6 +124,11 @@ def test_the_dashboard_in_a_browser(dashboard: Dashboard, page, tmp_path: Path) 
 
     # Add Integration: Test Connection's green check, then Add; the card shows the backfill.
     page.goto(f"{url}/integrations")
+    key_field = page.get_by_label("Admin key")
+    expect(key_field).to_have_attribute("placeholder", "sk-admin-…")
+    page.get_by_label("Provider").select_option("anthropic")  # each provider's own key prefix
+    expect(key_field).to_have_attribute("placeholder", "sk-ant-admin…")
+    page.get_by_label("Provider").select_option("openai")
     page.get_by_label("Label").fill(LABEL)
     page.get_by_label("Admin key").fill(ADMIN_KEY)
     page.get_by_role("button", name="Test Connection").click()

@@ -40,6 +40,11 @@
         testButton.disabled = false;
       }
     });
+    const providerField = document.getElementById("provider");
+    providerField.addEventListener("change", () => {
+      const prefix = providerField.selectedOptions[0].dataset.keyPrefix;
+      keyField.placeholder = prefix + "…";
+    });
     document.getElementById("add-form").addEventListener("submit", () => {
       document.getElementById("add-button").disabled = true;
     });
