@@ -197,7 +197,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps((report or empty_report(dates, args.integration)).as_json(), indent=2))
     elif report is None:
-        print(f"no data yet: {settings.warehouse} does not exist. {HOW_TO_GET_DATA}")
+        print(f"no data yet: {settings.warehouse_label} does not exist. {HOW_TO_GET_DATA}")
     elif report.is_empty:
         scope = f" for {args.integration}" if args.integration else ""
         print(

@@ -8,12 +8,16 @@ from dagster_duckdb import DuckDBResource
 
 from grafient_pipeline.defs import automation, costs, intelligence
 from grafient_pipeline.defs.resources import CostsApiResource, RegistryResource
-from grafient_pipeline.settings import Settings, load_settings
+from grafient_pipeline.settings import LAKE_PREFIX, Settings, load_settings
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
+    # A lake's catalog URL holds its password: the resource reads it from the environment, so
+    # Dagster's UI shows the variable's name, not its value.
+    lake = settings.warehouse.startswith(LAKE_PREFIX)
+    database = dg.EnvVar("GRAFIENT_WAREHOUSE") if lake else settings.warehouse
     return {
-        "duckdb": DuckDBResource(database=settings.warehouse),
+        "duckdb": DuckDBResource(database=database),
         "costs_api": CostsApiResource(),
         "registry": RegistryResource(home=str(settings.home)),
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from grafient_pipeline.settings import (
     DAGSTER_POSTGRES_URL,
+    LAKE_PREFIX,
     POSTGRES_DRIVER_SCHEME,
     Settings,
     SettingsError,
@@ -15,6 +16,8 @@ from grafient_pipeline.settings import (
 )
 
 # Pool "duckdb" (every DuckDB-writing step) gets one slot: DuckDB allows one writing process.
+# On DuckLake (GRAFIENT_WAREHOUSE=ducklake:...) several processes write at once: four slots.
+LAKE_POOL_LIMIT = 4
 DAGSTER_YAML_COMMON = """\
 # Written by grafient. DuckDB allows one writing process per file: every DuckDB-writing step
 # uses the pool "duckdb", limited to one slot here; runs execute in process.
@@ -54,9 +57,15 @@ DAGSTER_YAML = DAGSTER_YAML_COMMON + SQLITE_STORAGE
 
 def dagster_yaml(settings: Settings) -> str:
     """The instance config: SQLite files under dagster_home, or PostgreSQL when its URL is set."""
+    common = DAGSTER_YAML_COMMON
+    if settings.warehouse.startswith(LAKE_PREFIX):
+        common = common.replace(
+            "DuckDB allows one writing process per file", "DuckLake takes several writers"
+        ).replace("to one slot here", f"to {LAKE_POOL_LIMIT} slots here")
+        common = common.replace("default_limit: 1\n", f"default_limit: {LAKE_POOL_LIMIT}\n")
     if settings.dagster_postgres_url:
-        return DAGSTER_YAML_COMMON + POSTGRES_STORAGE
-    return DAGSTER_YAML.format(dagster_home=json.dumps(str(settings.dagster_home)))
+        return common + POSTGRES_STORAGE
+    return common + SQLITE_STORAGE.format(dagster_home=json.dumps(str(settings.dagster_home)))
 
 
 def prepare_home(settings: Settings) -> Path:

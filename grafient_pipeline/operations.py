@@ -258,7 +258,8 @@ def month_report(
             "not an integration id: ids are lowercase letters, digits and dashes; "
             "see `grafient integrations list`"
         )
-    if not settings.warehouse.startswith("md:") and not Path(settings.warehouse).is_file():
+    local = not settings.warehouse.startswith(("md:", "ducklake:"))
+    if local and not Path(settings.warehouse).is_file():
         return None
     with connect(settings.warehouse, read_only=True, on_wait=on_wait) as conn:
         try:

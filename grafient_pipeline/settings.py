@@ -12,6 +12,8 @@ HOME_FOLDER = ".grafient"
 DEFAULT_RESYNC_DAYS = 3
 DEFAULT_SYNC_BATCH = 20
 DAGSTER_POSTGRES_URL = "GRAFIENT_DAGSTER_POSTGRES_URL"
+WAREHOUSE_DATA_PATH = "GRAFIENT_WAREHOUSE_DATA_PATH"
+LAKE_PREFIX = "ducklake:"  # GRAFIENT_WAREHOUSE=ducklake:<PostgreSQL catalog>: see lake.py
 # dagster-postgres 0.29 speaks psycopg2; with SQLAlchemy 2.1 a bare `postgresql://` URL selects
 # psycopg 3, which fails on its queries (`syntax error at or near "$1"`): name the driver.
 POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2"
@@ -32,6 +34,8 @@ class Settings:
     home_source: str = "GRAFIENT_HOME"  # how the home was found, for people
     # Dagster's runs, events and schedules in PostgreSQL instead of SQLite files (issue 19)
     dagster_postgres_url: str | None = None
+    # GRAFIENT_WAREHOUSE=ducklake:<catalog>: where a new lake keeps its Parquet files (issue 19)
+    warehouse_data_path: str | None = None
 
     @property
     def registry_path(self) -> Path:
@@ -48,6 +52,20 @@ class Settings:
     @property
     def staging_dir(self) -> Path:
         return self.home / "staging"
+
+    @property
+    def lake_data_path(self) -> str:
+        """The data path given, else `$GRAFIENT_HOME/lake/` (used when the lake is created)."""
+        return self.warehouse_data_path or f"{self.home / 'lake'}/"
+
+    @property
+    def warehouse_label(self) -> str:
+        """The warehouse for messages: a lake's catalog without its password."""
+        if not self.warehouse.startswith(LAKE_PREFIX):
+            return self.warehouse
+        from grafient_pipeline.lake import parse_catalog
+
+        return f"the DuckLake catalog at {parse_catalog(self.warehouse).describe()}"
 
     @property
     def snapshot_path(self) -> Path:
@@ -90,6 +108,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sync_batch=sync_batch,
         home_source=home_source,
         dagster_postgres_url=postgres_url(env, DAGSTER_POSTGRES_URL),
+        warehouse_data_path=(env.get(WAREHOUSE_DATA_PATH) or "").strip() or None,
     )
 
 

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import duckdb
 
+from grafient_pipeline.settings import LAKE_PREFIX
+from grafient_pipeline.warehouse import connect
+
 SNAPSHOT_VERSION = 1
 SOURCE = "grafient_source"
 TARGET = "grafient_snapshot"
@@ -65,6 +68,9 @@ def publish_snapshot(
     try:
         if isinstance(warehouse, duckdb.DuckDBPyConnection):
             info = _publish_from_connection(warehouse, temp)
+        elif str(warehouse).startswith(LAKE_PREFIX):  # a lake has no lock: read it directly
+            with connect(str(warehouse), read_only=True) as conn:
+                info = _publish_from_connection(conn, temp)
         else:
             info = _publish_from_path(str(warehouse), temp)
         os.replace(temp, target)

@@ -28,8 +28,11 @@ from grafient_pipeline.providers.base import CostBucket, CostResult, NameRecord,
 from grafient_pipeline.warehouse import (
     ROLLUP_MODELS,
     bulk_write_settings,
+    is_lake_connection,
+    retry_on_conflict,
     run_models,
     transaction,
+    write_transaction,
 )
 
 # The staging file: one line per result, its fields separated by US (0x1f): bucket start and end
@@ -276,6 +279,7 @@ class SliceLoader:
             raise self._error
 
     def _work(self) -> None:
+        loaded: list[StagedFetch] = []  # kept until the commit on DuckLake, to redo a conflict
         try:
             item = self._queue.get()
             if item is _ABORT:
@@ -283,29 +287,39 @@ class SliceLoader:
             with self._connect() as conn:
                 ensure_schema(conn)
                 bulk_write_settings(conn)
-                with transaction(conn):
-                    first = True
-                    while isinstance(item, StagedFetch):
-                        try:
-                            load_staged(
-                                conn,
-                                self._piece,
-                                item,
-                                self._run_id,
-                                replace=first,
-                                raw_table=self._raw_table,
-                            )
-                        finally:
-                            discard(item.path)
-                        first, item = False, self._queue.get()
-                    if item is _ABORT:
-                        raise _Aborted
-                    if self._before_commit is not None:
-                        self._before_commit(conn)
+                keep = is_lake_connection(conn)
+
+                def attempt() -> None:
+                    nonlocal item
+                    with transaction(conn):
+                        for number, staged in enumerate(loaded):  # a retry: the same files
+                            self._load(conn, staged, replace=number == 0)
+                        while isinstance(item, StagedFetch):
+                            try:
+                                self._load(conn, item, replace=not loaded)
+                            finally:
+                                loaded.append(item)
+                                if not keep:
+                                    discard(item.path)
+                            item = self._queue.get()
+                        if item is _ABORT:
+                            raise _Aborted
+                        if self._before_commit is not None:
+                            self._before_commit(conn)
+
+                retry_on_conflict(attempt)
         except _Aborted:
             pass
         except BaseException as error:  # handed to the fetching thread
             self._error = error
+        finally:
+            for staged in loaded:
+                discard(staged.path)
+
+    def _load(self, conn: duckdb.DuckDBPyConnection, staged: StagedFetch, replace: bool) -> None:
+        load_staged(
+            conn, self._piece, staged, self._run_id, replace=replace, raw_table=self._raw_table
+        )
 
 
 class _Aborted(Exception):
@@ -326,8 +340,7 @@ def build_marts(
 
 def build_rollup(conn: duckdb.DuckDBPyConnection, model: str, piece: Slice) -> None:
     bulk_write_settings(conn)
-    with transaction(conn):
-        run_models(conn, [model], piece.params)
+    write_transaction(conn, lambda c: run_models(c, [model], piece.params))
 
 
 @dataclass(frozen=True)
@@ -347,31 +360,42 @@ def refresh_dim_integrations(
     """Mirror the registry (no secrets). An integration removed without --purge keeps its rows
     in the warehouse, so it keeps its label here too, with status 'removed'. dim_providers
     names every provider the code knows."""
-    with transaction(conn):
+    write_transaction(conn, lambda c: _refresh_dim_integrations(c, integrations))
+
+
+def _refresh_dim_integrations(
+    conn: duckdb.DuckDBPyConnection, integrations: list[IntegrationRow]
+) -> None:
+    conn.execute(
+        "MERGE INTO dim_providers AS d USING (SELECT unnest($names) AS provider, "
+        "unnest($titles) AS title) AS p ON d.provider = p.provider "
+        "WHEN MATCHED AND d.title IS DISTINCT FROM p.title THEN UPDATE SET title = p.title "
+        "WHEN NOT MATCHED THEN INSERT VALUES (p.provider, p.title)",
+        {
+            "names": [p.name for p in PROVIDERS.values()],
+            "titles": [p.title for p in PROVIDERS.values()],
+        },
+    )
+    conn.execute("UPDATE dim_integrations SET status = 'removed'")
+    if integrations:
+        ids = [i.integration_id for i in integrations]
+        conn.execute("DELETE FROM dim_integrations WHERE list_contains($ids, integration_id)",
+                     {"ids": ids})  # fmt: skip
         conn.executemany(
-            "INSERT OR REPLACE INTO dim_providers VALUES (?, ?)",
-            [(p.name, p.title) for p in PROVIDERS.values()],
+            "INSERT INTO dim_integrations VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    i.integration_id,
+                    i.label,
+                    i.provider,
+                    i.plan,
+                    i.organization_id,
+                    i.status,
+                    None if i.last_synced_at is None else i.last_synced_at.replace(tzinfo=None),
+                )
+                for i in integrations
+            ],
         )
-        conn.execute("UPDATE dim_integrations SET status = 'removed'")
-        if integrations:
-            ids = [i.integration_id for i in integrations]
-            conn.execute("DELETE FROM dim_integrations WHERE list_contains($ids, integration_id)",
-                         {"ids": ids})  # fmt: skip
-            conn.executemany(
-                "INSERT INTO dim_integrations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        i.integration_id,
-                        i.label,
-                        i.provider,
-                        i.plan,
-                        i.organization_id,
-                        i.status,
-                        None if i.last_synced_at is None else i.last_synced_at.replace(tzinfo=None),
-                    )
-                    for i in integrations
-                ],
-            )
 
 
 def refresh_names(
@@ -391,30 +415,37 @@ def refresh_names(
     projects = _merged([r for r in records if r.kind == "project"])
     keys = _merged([r for r in records if r.kind == "api_key"])
     common = {"provider": provider, "integration_id": integration_id, "stamp": stamp}
-    with transaction(conn):
+
+    def upsert(conn: duckdb.DuckDBPyConnection) -> None:
         if projects:
             conn.execute(
-                "INSERT INTO dim_projects SELECT $provider, $integration_id, unnest($ids), "
-                "unnest($names), unnest($statuses), $stamp, $stamp "
-                "ON CONFLICT (integration_id, project_id) DO UPDATE SET "
-                "name = coalesce(excluded.name, name), status = excluded.status, "
-                "last_seen = excluded.last_seen",
+                "MERGE INTO dim_projects AS t USING (SELECT unnest($ids) AS project_id, "
+                "unnest($names) AS name, unnest($statuses) AS status) AS s "
+                "ON t.integration_id = $integration_id AND t.project_id = s.project_id "
+                "WHEN MATCHED THEN UPDATE SET name = coalesce(s.name, t.name), "
+                "status = s.status, last_seen = $stamp "
+                "WHEN NOT MATCHED THEN INSERT VALUES ($provider, $integration_id, s.project_id, "
+                "s.name, s.status, $stamp, $stamp)",
                 {**common, "ids": [r.id for r in projects],
                  "names": [r.name for r in projects], "statuses": [r.status for r in projects]},
             )  # fmt: skip
         if keys:
             conn.execute(
-                "INSERT INTO dim_api_keys SELECT $provider, $integration_id, unnest($ids), "
-                "unnest($projects), unnest($names), unnest($redacted), unnest($statuses), "
-                "$stamp, $stamp "
-                "ON CONFLICT (integration_id, api_key_id) DO UPDATE SET "
-                "project_id = excluded.project_id, name = coalesce(excluded.name, name), "
-                "redacted_value = excluded.redacted_value, status = excluded.status, "
-                "last_seen = excluded.last_seen",
+                "MERGE INTO dim_api_keys AS t USING (SELECT unnest($ids) AS api_key_id, "
+                "unnest($projects) AS project_id, unnest($names) AS name, "
+                "unnest($redacted) AS redacted_value, unnest($statuses) AS status) AS s "
+                "ON t.integration_id = $integration_id AND t.api_key_id = s.api_key_id "
+                "WHEN MATCHED THEN UPDATE SET project_id = s.project_id, "
+                "name = coalesce(s.name, t.name), redacted_value = s.redacted_value, "
+                "status = s.status, last_seen = $stamp "
+                "WHEN NOT MATCHED THEN INSERT VALUES ($provider, $integration_id, s.api_key_id, "
+                "s.project_id, s.name, s.redacted_value, s.status, $stamp, $stamp)",
                 {**common, "ids": [r.id for r in keys], "projects": [r.project_id for r in keys],
                  "names": [r.name for r in keys], "redacted": [r.redacted_value for r in keys],
                  "statuses": [r.status for r in keys]},
             )  # fmt: skip
+
+    write_transaction(conn, upsert)
 
 
 def _merged(records: list[NameRecord]) -> list[NameRecord]:
@@ -444,9 +475,12 @@ INTEGRATION_TABLES = (
 
 def purge_integration(conn: duckdb.DuckDBPyConnection, integration_id: str) -> None:
     """Delete every row of an integration from the warehouse, in one transaction."""
-    with transaction(conn):
+
+    def purge(conn: duckdb.DuckDBPyConnection) -> None:
         for table in INTEGRATION_TABLES:
             conn.execute(f"DELETE FROM {table} WHERE integration_id = ?", [integration_id])
+
+    write_transaction(conn, purge)
 
 
 # Raw tables: (day, USD amount) columns; the other tables have cost_date and amount_usd.

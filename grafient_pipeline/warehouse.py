@@ -10,6 +10,7 @@ never string formatting.
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,11 +19,13 @@ from dataclasses import dataclass
 from functools import cache
 from graphlib import TopologicalSorter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
+from grafient_pipeline.lake import is_conflict, is_lake, open_lake
 from grafient_pipeline.providers import PROVIDERS
+from grafient_pipeline.settings import load_settings
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # The tables (provider-agnostic, then each provider's), then the views over them.
@@ -41,6 +44,17 @@ ROLLUP_MODELS = ["rollup_model_daily", "rollup_token_type_daily"]
 BULK_WRITE_SETTINGS = {"memory_limit": "'256MB'", "preserve_insertion_order": "false"}
 _DEPENDS_ON = re.compile(r"^--\s*depends_on:\s*(.*)$", re.MULTILINE)
 _PARAM = re.compile(r"\$([a-z_]+)")
+# DuckLake has no keys, no per-column compression, and a macro in its catalog would be one more
+# catalog write per connection (a conflict between writers): the same models, adapted.
+_LAKE_REWRITES = (
+    (re.compile(r",\s*PRIMARY KEY\s*\([^)]*\)", re.IGNORECASE), ""),
+    (re.compile(r"\s+PRIMARY KEY\b", re.IGNORECASE), ""),
+    (re.compile(r"\s+USING COMPRESSION\s+\w+", re.IGNORECASE), ""),
+    (re.compile(r"\bCREATE OR REPLACE MACRO\b", re.IGNORECASE), "CREATE OR REPLACE TEMP MACRO"),
+)
+# A DuckLake commit that loses to another writer's is redone from the start, this many times.
+CONFLICT_ATTEMPTS = 10
+T = TypeVar("T")
 
 
 class WarehouseBusyError(RuntimeError):
@@ -53,13 +67,31 @@ class SqlModel:
     depends_on: tuple[str, ...]
     statements: tuple[str, ...]
 
-    def run(self, conn: duckdb.DuckDBPyConnection, params: Mapping[str, Any]) -> None:
+    def run(
+        self, conn: duckdb.DuckDBPyConnection, params: Mapping[str, Any], *, lake: bool = False
+    ) -> None:
         for statement in self.statements:
             wanted = set(_PARAM.findall(statement))
             missing = wanted - params.keys()
             if missing:
                 raise KeyError(f"model {self.name} needs parameters {sorted(missing)}")
-            conn.execute(statement, {k: params[k] for k in wanted} or None)
+            text = for_lake(statement) if lake else statement
+            conn.execute(text, {k: params[k] for k in wanted} or None)
+
+
+def for_lake(statement: str) -> str:
+    """A model's statement as DuckLake takes it (no keys, no compression, a temporary macro)."""
+    for pattern, replacement in _LAKE_REWRITES:
+        statement = pattern.sub(replacement, statement)
+    return statement
+
+
+def is_lake_connection(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection's current database is a DuckLake."""
+    row = conn.execute(
+        "SELECT type FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return row is not None and row[0] == "ducklake"
 
 
 def _split_statements(text: str) -> tuple[str, ...]:
@@ -93,9 +125,10 @@ def run_models(
     conn: duckdb.DuckDBPyConnection, names: list[str], params: Mapping[str, Any]
 ) -> None:
     """Run the named models in dependency order inside the caller's transaction."""
+    lake = is_lake_connection(conn)
     for name, model in load_models().items():
         if name in names:
-            model.run(conn, params)
+            model.run(conn, params, lake=lake)
 
 
 def bulk_write_settings(conn: duckdb.DuckDBPyConnection) -> None:
@@ -125,6 +158,33 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
     conn.execute("COMMIT")
 
 
+def retry_on_conflict(work: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPTS) -> T:
+    """`work()` (one whole transaction), redone while its DuckLake commit conflicts with another
+    writer's, waiting longer each time (with jitter, so the writers do not collide again)."""
+    delay = 0.1
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except duckdb.TransactionException as error:
+            if not is_conflict(error) or attempt == attempts:
+                raise
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 3.0)
+    raise AssertionError("unreachable")
+
+
+def write_transaction(
+    conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], T]
+) -> T:
+    """`work(conn)` in one transaction, redone from the start on a DuckLake conflict."""
+
+    def attempt() -> T:
+        with transaction(conn):
+            return work(conn)
+
+    return retry_on_conflict(attempt)
+
+
 def _is_lock_error(error: duckdb.Error) -> bool:
     return "lock" in str(error).lower()
 
@@ -140,7 +200,22 @@ def connect(
     """A short-lived connection; waits (bounded) while another process holds the write lock.
 
     `on_wait(wait_seconds)` is called once, when the first attempt finds the file locked.
+    A `ducklake:` database opens the lake instead (no lock: DuckLake takes several writers).
     """
+    if is_lake(database):
+        settings = load_settings()
+        conn = open_lake(
+            database,
+            data_path=settings.lake_data_path,
+            data_path_given=settings.warehouse_data_path is not None,
+            extension_dir=settings.home / "duckdb_extensions",
+            read_only=read_only,
+        )
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
     if not database.startswith("md:"):
         # Usually GRAFIENT_HOME, made here when `grafient sql` is the first command: private.
         Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)

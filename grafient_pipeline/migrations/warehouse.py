@@ -9,6 +9,7 @@ tables, never the raw rows themselves.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,8 +21,18 @@ from grafient_pipeline.warehouse import (
     ROLLUP_MODELS,
     SCHEMA_MODELS,
     TABLE_MODELS,
+    VIEW_MODELS,
+    for_lake,
+    is_lake_connection,
+    load_models,
+    retry_on_conflict,
     run_models,
     transaction,
+)
+
+_MIGRATIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+    "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
 )
 
 
@@ -95,32 +106,74 @@ MIGRATIONS = (
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create what is missing and apply pending migrations; cheap when all is current."""
+    lake = is_lake_connection(conn)
     if _applied(conn) == {m.number for m in MIGRATIONS}:
-        run_models(conn, list(SCHEMA_MODELS), {})  # the views, refreshed
+        if not lake:
+            run_models(conn, list(SCHEMA_MODELS), {})  # the views, refreshed
+            return
+        run_models(conn, list(TABLE_MODELS), {})  # this connection's macro
+        if _stale_lake_views(conn):
+            retry_on_conflict(lambda: _in_transaction(conn, _refresh_lake_views))
         return
-    fresh = not _has_table(conn, "raw_openai_costs")
+    retry_on_conflict(lambda: _in_transaction(conn, lambda c: _migrate(c, lake)))
+
+
+def _in_transaction(
+    conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], None]
+) -> None:
     with transaction(conn):
+        work(conn)
+
+
+def _migrate(conn: duckdb.DuckDBPyConnection, lake: bool) -> None:
+    fresh = not _has_table(conn, "raw_openai_costs")
+    conn.execute(for_lake(_MIGRATIONS_DDL) if lake else _MIGRATIONS_DDL)
+    applied = _applied(conn)
+    run_models(conn, list(TABLE_MODELS), {})  # tables that do not exist yet, newest shape
+    for migration in MIGRATIONS:
+        if migration.number in applied:
+            continue
+        if not fresh:
+            migration.apply(conn)
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-            "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+            "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+            [migration.number, migration.name, datetime.now(UTC).replace(tzinfo=None)],
         )
-        applied = _applied(conn)
-        run_models(conn, list(TABLE_MODELS), {})  # tables that do not exist yet, newest shape
-        for migration in MIGRATIONS:
-            if migration.number in applied:
-                continue
-            if not fresh:
-                migration.apply(conn)
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                [migration.number, migration.name, datetime.now(UTC).replace(tzinfo=None)],
-            )
+    if lake:
+        _refresh_lake_views(conn)
+    else:
         run_models(conn, list(SCHEMA_MODELS), {})
+
+
+# On DuckLake, replacing a view is a catalog write that conflicts with every other writer's
+# commit: each view carries the digest of its model as its comment and is replaced only when the
+# model changed.
+def _view_digest(name: str) -> str:
+    text = "\n".join(load_models()[name].statements)
+    return "grafient:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _stale_lake_views(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    current = dict(
+        conn.execute(
+            "SELECT view_name, comment FROM duckdb_views() "
+            "WHERE database_name = current_database() AND NOT internal"
+        ).fetchall()
+    )
+    return [name for name in VIEW_MODELS if current.get(name) != _view_digest(name)]
+
+
+def _refresh_lake_views(conn: duckdb.DuckDBPyConnection) -> None:
+    for name in _stale_lake_views(conn):
+        run_models(conn, [name], {})
+        conn.execute(f"COMMENT ON VIEW {name} IS '{_view_digest(name)}'")
 
 
 def _has_table(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     row = conn.execute(
-        "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?", [name]
+        "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ?",
+        [name],
     ).fetchone()
     return row is not None
 
