@@ -19,8 +19,10 @@ import pytest
 
 from grafient_pipeline.instance import dagster_yaml
 from grafient_pipeline.lake import LakeError, is_conflict, parse_catalog
+from grafient_pipeline.plans import backfill_window
 from grafient_pipeline.providers.openai.emulator import CostsEmulator
 from grafient_pipeline.settings import load_settings
+from grafient_pipeline.sync import utc_today
 from grafient_pipeline.warehouse import for_lake, load_models, retry_on_conflict
 from tests.conftest import last_days
 from tests.ducklake import lake_env, require_deps, run_python
@@ -260,3 +262,23 @@ def test_grafient_sql_and_the_snapshot_on_a_lake(lake) -> None:
     with duckdb.connect(str(snapshot), read_only=True) as conn:
         (total,) = conn.execute("SELECT sum(amount_usd) FROM daily_costs").fetchone()
     assert total == expected(emulator, 1)
+
+
+def test_the_dagster_backfill_of_a_new_integration_writes_the_lake(lake) -> None:
+    """`grafient integrations add` runs the plan window's backfill in process: the real Dagster
+    run of the cost multi-asset, its checks and the intelligence assets, on the lake."""
+    deps, env, emulator = lake
+    org = "org-lake-2"
+    cli_env = {**env, "GRAFIENT_OPENAI_BASE_URL": emulator.base_url}
+    added = subprocess.run(
+        [sys.executable, "-m", "grafient_pipeline.cli", "integrations", "add",
+         "--label", "Lake Dagster", "--plan", "free", "--key-stdin"],
+        input=ORGS[org], env=lake_env(deps, **cli_env), capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    window = backfill_window("free", utc_today())
+    want = emulator.expected_total(org, window.start, window.end)
+    for table in (*TABLES, "rollup_token_type_daily"):
+        assert totals(deps, env, table) == {"lake-dagster": want}, table
+    assert ORGS[org] not in added.stdout + added.stderr
