@@ -9,10 +9,13 @@ committed; the `deliver_alerts` sensor sends them.
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from duckdb import DuckDBPyConnection
 
 from grafient_pipeline.defs.resources import RegistryResource
 from grafient_pipeline.intelligence.alert_log import deliver_pending, record
+from grafient_pipeline.intelligence.budgets import BudgetStatus
 from grafient_pipeline.intelligence.channels import RetryPolicy
+from grafient_pipeline.intelligence.forecast import Forecast
 from grafient_pipeline.intelligence.messages import (
     anomaly_alerts,
     asset_link,
@@ -34,7 +37,7 @@ from grafient_pipeline.intelligence.tables import (
     write_forecasts,
 )
 from grafient_pipeline.sync import utc_today
-from grafient_pipeline.warehouse import connect, transaction
+from grafient_pipeline.warehouse import connect, write_transaction
 
 GROUP = "intelligence"
 KINDS = {"python", "duckdb"}
@@ -62,9 +65,14 @@ def budget_status(
     store = registry.open()
     budgets = list_budgets(store)
     today = utc_today()
-    with connect(duckdb.database) as conn, transaction(conn):
+
+    def build(conn: DuckDBPyConnection) -> list[BudgetStatus]:
         statuses = compute_budget_statuses(conn, budgets, today)
         write_budget_statuses(conn, statuses)
+        return statuses
+
+    with connect(duckdb.database) as conn:
+        statuses = write_transaction(conn, build)
     link = asset_link("budget_status")
     messages = [m for s in current_month(statuses, today) for m in budget_alerts(s, link)]
     new = record(store, messages)
@@ -98,9 +106,14 @@ def budget_status(
     "days from a trailing 28-day baseline with a day-of-week effect (and a trend when clear).",
 )
 def spend_forecast(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with connect(duckdb.database) as conn, transaction(conn):
+
+    def build(conn: DuckDBPyConnection) -> list[tuple[str | None, str | None, Forecast]]:
         rows = compute_forecasts(load_spend(conn, utc_today()))
         write_forecasts(conn, rows)
+        return rows
+
+    with connect(duckdb.database) as conn:
+        rows = write_transaction(conn, build)
     total = next((f for i, m, f in rows if i is None and m is None), None)
     metadata: dict[str, object] = {"rows": len(rows)}
     if total is not None:
@@ -135,8 +148,10 @@ def spend_anomalies(
     context: dg.AssetExecutionContext, duckdb: DuckDBResource, registry: RegistryResource
 ) -> dg.MaterializeResult:
     today = utc_today()
-    with connect(duckdb.database) as conn, transaction(conn):
-        found = write_anomalies(conn, compute_anomalies(load_spend(conn, today)))
+    with connect(duckdb.database) as conn:
+        found = write_transaction(
+            conn, lambda c: write_anomalies(c, compute_anomalies(load_spend(c, today)))
+        )
     fresh = recent(found, today)
     new = record(registry.open(), anomaly_alerts(fresh, asset_link("spend_anomalies")))
     for key in new:
