@@ -12,6 +12,7 @@ HOME_FOLDER = ".grafient"
 DEFAULT_RESYNC_DAYS = 3
 DEFAULT_SYNC_BATCH = 20
 DAGSTER_POSTGRES_URL = "GRAFIENT_DAGSTER_POSTGRES_URL"
+REGISTRY_URL = "GRAFIENT_REGISTRY_URL"
 # dagster-postgres 0.29 speaks psycopg2; with SQLAlchemy 2.1 a bare `postgresql://` URL selects
 # psycopg 3, which fails on its queries (`syntax error at or near "$1"`): name the driver.
 POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2"
@@ -32,10 +33,18 @@ class Settings:
     home_source: str = "GRAFIENT_HOME"  # how the home was found, for people
     # Dagster's runs, events and schedules in PostgreSQL instead of SQLite files (issue 19)
     dagster_postgres_url: str | None = None
+    # The registry in PostgreSQL (or another SQLite file); None: registry.db in the home
+    registry_url: str | None = None
 
     @property
     def registry_path(self) -> Path:
         return self.home / "registry.db"
+
+    @property
+    def registry_target(self) -> Path | str:
+        """Where the registry is: GRAFIENT_REGISTRY_URL (it may hold a password), else the
+        home's registry.db."""
+        return self.registry_url or self.registry_path
 
     @property
     def master_key_path(self) -> Path:
@@ -90,7 +99,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sync_batch=sync_batch,
         home_source=home_source,
         dagster_postgres_url=postgres_url(env, DAGSTER_POSTGRES_URL),
+        registry_url=registry_url(env),
     )
+
+
+def registry_url(env: Mapping[str, str]) -> str | None:
+    """GRAFIENT_REGISTRY_URL: a PostgreSQL URL (driver named as for Dagster's) or a
+    sqlite:///PATH one; None when unset."""
+    raw = (env.get(REGISTRY_URL) or "").strip()
+    if raw.startswith("sqlite:///") and len(raw) > len("sqlite:///"):
+        return raw
+    if urlsplit(raw).scheme == "sqlite":
+        raise SettingsError(f"{REGISTRY_URL} wants a file: sqlite:////ABSOLUTE/PATH/registry.db")
+    return postgres_url(env, REGISTRY_URL)
 
 
 def postgres_url(env: Mapping[str, str], name: str) -> str | None:
