@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +21,27 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, text
 
-from grafient_pipeline.plans import PLANS
-from grafient_pipeline.redact import scrub
+from grafient_pipeline.registry_checks import (
+    ID_PATTERN,
+    MAX_ERROR,
+    PROVIDER,
+    STATUSES,
+    DuplicateLabel,
+    DuplicateOrganization,
+    IntegrationNotFound,
+    InvalidInput,
+    check_api_key,
+    check_id,
+    check_label,
+    check_org,
+    check_plan,
+    clean_error,
+    iso,
+    key_hint,
+    label_key,
+    not_found,
+    slugify,
+)
 from grafient_pipeline.registry_db import DATABASE_ERRORS, SQLITE, Database, RegistryError, locate
 from grafient_pipeline.registry_schema import (
     CHANNELS_MIGRATION,
@@ -36,40 +53,34 @@ from grafient_pipeline.registry_schema import (
 from grafient_pipeline.settings import Settings
 from grafient_pipeline.vault import TOKEN_VERSION, Vault, load_vault, token_key_id
 
-__all__ = ["MIGRATIONS", "Integration", "Registry", "RegistryError"]
+__all__ = [  # the registry's public names, wherever they are defined
+    "ID_PATTERN",
+    "MAX_ERROR",
+    "MIGRATIONS",
+    "PROVIDER",
+    "STATUSES",
+    "DuplicateLabel",
+    "DuplicateOrganization",
+    "Integration",
+    "IntegrationNotFound",
+    "InvalidInput",
+    "Registry",
+    "RegistryError",
+    "key_hint",
+    "schema_version",
+    "slugify",
+    "stored_key_usage",
+]
 
 T = TypeVar("T")
 
-STATUSES = ("active", "backfilling", "error")
-PROVIDER = "openai"
-MAX_LABEL = 100
-MAX_SLUG = 48
-MAX_ERROR = 2000
 BUSY_TIMEOUT_S = 5.0
 LOCK_RETRIES = 6
-ID_PATTERN = re.compile(r"[a-z0-9-]{1,64}")  # whole string: fullmatch (`$` allows a final \n)
-FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 
 COLUMNS = (
     "id, provider, label, plan, organization_id, status, last_error, created_at, "
     "last_synced_at, key_hint, backfilled_days, base_url"
 )
-
-
-class IntegrationNotFound(RegistryError):
-    pass
-
-
-class DuplicateLabel(RegistryError):
-    pass
-
-
-class DuplicateOrganization(RegistryError):
-    """The organization already has an integration: a second one would count its spend twice."""
-
-
-class InvalidInput(RegistryError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,7 @@ class Registry:
     # --- reads ---------------------------------------------------------------------------
 
     def get(self, integration_id: str) -> Integration:
-        _check_id(integration_id)
+        check_id(integration_id)
         return self._read(lambda conn: _fetch(conn, integration_id))
 
     def list(self) -> list[Integration]:
@@ -168,14 +179,14 @@ class Registry:
 
     def is_retired(self, integration_id: str) -> bool:
         """True for the id of an integration that was removed (ids are never reused)."""
-        _check_id(integration_id)
+        check_id(integration_id)
         sql = text("SELECT 1 FROM retired_ids WHERE id = :id")
         return self._read(
             lambda conn: conn.execute(sql, {"id": integration_id}).fetchone() is not None
         )
 
     def api_key(self, integration_id: str) -> str:
-        _check_id(integration_id)
+        check_id(integration_id)
         token = self._read(lambda conn: _token(conn, integration_id))
         if not self._vault.has_key(token_key_id(token)):
             self._reload_vault()
@@ -193,10 +204,10 @@ class Registry:
         provider: str = PROVIDER,
         base_url: str | None = None,
     ) -> Integration:
-        plan = _check_plan(plan)
-        secret = _check_api_key(api_key)
-        org = _check_org(organization_id)
-        label = _check_label(label)
+        plan = check_plan(plan)
+        secret = check_api_key(api_key)
+        org = check_org(organization_id)
+        label = check_label(label)
 
         def insert(conn: Connection) -> str:
             name = label or _generated_label(conn, org)
@@ -211,8 +222,8 @@ class Registry:
                     " VALUES (:id, :provider, :label, :label_key, :plan, :org, 'backfilling',"
                     " :created_at, :key_hint, :key_token, :base_url)"
                 ),
-                {"id": new_id, "provider": provider, "label": name, "label_key": _label_key(name),
-                 "plan": plan, "org": org, "created_at": _iso(datetime.now(UTC)),
+                {"id": new_id, "provider": provider, "label": name, "label_key": label_key(name),
+                 "plan": plan, "org": org, "created_at": iso(datetime.now(UTC)),
                  "key_hint": key_hint(secret), "key_token": token, "base_url": base_url},
             )  # fmt: skip
             return new_id
@@ -224,9 +235,9 @@ class Registry:
     ) -> Integration:
         """A new key for the same organization, in one transaction: the old key is gone, the
         status is back to active."""
-        _check_id(integration_id)
-        secret = _check_api_key(api_key)
-        org = _check_org(organization_id)
+        check_id(integration_id)
+        secret = check_api_key(api_key)
+        org = check_org(organization_id)
 
         def replace(conn: Connection) -> None:
             current = _fetch(conn, integration_id)
@@ -250,7 +261,7 @@ class Registry:
         return self.get(integration_id)
 
     def remove(self, integration_id: str) -> None:
-        _check_id(integration_id)
+        check_id(integration_id)
         delete_sql = text("DELETE FROM integrations WHERE id = :id")
         retire_sql = text(
             "INSERT INTO retired_ids (id, removed_at) VALUES (:id, :at) ON CONFLICT DO NOTHING"
@@ -258,21 +269,21 @@ class Registry:
 
         def delete(conn: Connection) -> None:
             if not conn.execute(delete_sql, {"id": integration_id}).rowcount:
-                raise _not_found(integration_id)
-            conn.execute(retire_sql, {"id": integration_id, "at": _iso(datetime.now(UTC))})
+                raise not_found(integration_id)
+            conn.execute(retire_sql, {"id": integration_id, "at": iso(datetime.now(UTC))})
 
         self._write(delete)
 
     def set_plan(self, integration_id: str, plan: str) -> Integration:
         sql = "UPDATE integrations SET plan = :value WHERE id = :id"
-        self._update(integration_id, sql, {"value": _check_plan(plan)})
+        self._update(integration_id, sql, {"value": check_plan(plan)})
         return self.get(integration_id)
 
     def set_status(self, integration_id: str, status: str, error: str | None = None) -> None:
         if status not in STATUSES:
             raise InvalidInput(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
         sql = "UPDATE integrations SET status = :status, last_error = :error WHERE id = :id"
-        self._update(integration_id, sql, {"status": status, "error": _clean_error(error)})
+        self._update(integration_id, sql, {"status": status, "error": clean_error(error)})
 
     def mark_synced(self, integration_id: str, at: datetime) -> None:
         sql = (
@@ -280,11 +291,11 @@ class Registry:
             "CASE WHEN last_synced_at IS NULL OR last_synced_at < :at THEN :at "
             "ELSE last_synced_at END WHERE id = :id"
         )
-        self._update(integration_id, sql, {"at": _iso(at)})
+        self._update(integration_id, sql, {"at": iso(at)})
 
     def set_organization(self, integration_id: str, organization_id: str | None) -> None:
         sql = "UPDATE integrations SET organization_id = :org WHERE id = :id"
-        self._update(integration_id, sql, {"org": _check_org(organization_id)})
+        self._update(integration_id, sql, {"org": check_org(organization_id)})
 
     def mark_backfill_requested(self, integration_id: str, days: int) -> None:
         if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 36500:
@@ -324,12 +335,12 @@ class Registry:
     # --- plumbing ------------------------------------------------------------------------
 
     def _update(self, integration_id: str, sql: str, params: dict[str, Any]) -> None:
-        _check_id(integration_id)
+        check_id(integration_id)
         statement = text(sql)
 
         def run(conn: Connection) -> None:
             if conn.execute(statement, {**params, "id": integration_id}).rowcount == 0:
-                raise _not_found(integration_id)
+                raise not_found(integration_id)
 
         self._write(run)
 
@@ -451,7 +462,7 @@ def _fetch(conn: Connection, integration_id: str) -> Integration:
     sql = text(f"SELECT {COLUMNS} FROM integrations WHERE id = :id")
     row = conn.execute(sql, {"id": integration_id}).fetchone()
     if row is None:
-        raise _not_found(integration_id)
+        raise not_found(integration_id)
     return _to_integration(tuple(row))
 
 
@@ -459,7 +470,7 @@ def _token(conn: Connection, integration_id: str) -> str:
     sql = text("SELECT key_token FROM integrations WHERE id = :id")
     row = conn.execute(sql, {"id": integration_id}).fetchone()
     if row is None:
-        raise _not_found(integration_id)
+        raise not_found(integration_id)
     return str(row[0])
 
 
@@ -482,7 +493,7 @@ def _to_integration(row: Any) -> Integration:
 
 def _refuse_duplicate(conn: Connection, label: str) -> None:
     sql = text("SELECT id, label FROM integrations WHERE label_key = :key")
-    row = conn.execute(sql, {"key": _label_key(label)}).fetchone()
+    row = conn.execute(sql, {"key": label_key(label)}).fetchone()
     if row is not None:
         raise DuplicateLabel(
             f"an integration labelled {row[1]!r} already exists (id {row[0]}); choose another label"
@@ -516,95 +527,9 @@ def _free_id(conn: Connection, base: str) -> str:
 
 def _generated_label(conn: Connection, organization_id: str | None) -> str:
     taken = {r[0] for r in conn.execute(text("SELECT label_key FROM integrations"))}
-    if organization_id and _label_key(organization_id) not in taken:
+    if organization_id and label_key(organization_id) not in taken:
         return organization_id
     n = len(taken) + 1
-    while _label_key(f"OpenAI organization {n}") in taken:
+    while label_key(f"OpenAI organization {n}") in taken:
         n += 1
     return f"OpenAI organization {n}"
-
-
-# --- validation ------------------------------------------------------------------------------
-
-
-def slugify(label: str) -> str:
-    """An id from a label: [a-z0-9-], dashes collapsed, at most 48 characters, else "openai"."""
-    ascii_text = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:MAX_SLUG].rstrip("-") or PROVIDER
-
-
-def key_hint(api_key: str) -> str:
-    """A recognizable, harmless hint: known prefix + last 4 characters (none for short keys)."""
-    prefix = next((p for p in ("sk-admin-", "sk-") if api_key.startswith(p)), "")
-    tail = api_key[-4:] if len(api_key) >= len(prefix) + 12 else ""
-    return f"{prefix}...{tail}"
-
-
-def _label_key(label: str) -> str:
-    return unicodedata.normalize("NFC", label).casefold()
-
-
-def _check_label(label: str | None) -> str:
-    label = (label or "").strip()
-    if any(unicodedata.category(ch) in FORBIDDEN_CATEGORIES for ch in label):
-        raise InvalidInput("the label contains control characters; use plain text")
-    if len(label) > MAX_LABEL:
-        raise InvalidInput(f"the label is {len(label)} characters long; the limit is {MAX_LABEL}")
-    return label
-
-
-def _check_plan(plan: str) -> str:
-    name = plan.strip().lower() if isinstance(plan, str) else ""
-    if name not in PLANS:
-        raise InvalidInput(f"unknown plan {plan!r}: choose one of {', '.join(PLANS)}")
-    return name
-
-
-def _check_api_key(api_key: str) -> str:
-    secret = api_key.strip() if isinstance(api_key, str) else ""
-    if not secret:
-        raise InvalidInput(
-            "the API key is empty; paste the organization's admin key (sk-admin-...)"
-        )
-    if any(ch.isspace() or unicodedata.category(ch) in FORBIDDEN_CATEGORIES for ch in secret):
-        raise InvalidInput(
-            "the API key contains spaces or control characters; paste it again on one line"
-        )
-    return secret
-
-
-def _check_org(organization_id: str | None) -> str | None:
-    org = (organization_id or "").strip()
-    if any(ch.isspace() or unicodedata.category(ch) in FORBIDDEN_CATEGORIES for ch in org):
-        raise InvalidInput("the organization id contains spaces or control characters")
-    if len(org) > 128:
-        raise InvalidInput("the organization id is longer than 128 characters")
-    return org or None
-
-
-def _check_id(integration_id: str) -> None:
-    if not isinstance(integration_id, str) or not ID_PATTERN.fullmatch(integration_id):
-        raise IntegrationNotFound(
-            "not an integration id: ids are lowercase letters, digits and dashes "
-            "(up to 64); see `grafient integrations list`"
-        )
-
-
-def _not_found(integration_id: str) -> IntegrationNotFound:
-    return IntegrationNotFound(
-        f"no integration with id {integration_id!r}; see `grafient integrations list`"
-    )
-
-
-def _clean_error(error: str | None) -> str | None:
-    """Error text for last_error: anything shaped like an OpenAI key is redacted."""
-    if error is None:
-        return None
-    return scrub(str(error))[:MAX_ERROR]
-
-
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
