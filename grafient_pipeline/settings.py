@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,8 +33,9 @@ class Settings:
     home_source: str = "GRAFIENT_HOME"  # how the home was found, for people
     # Dagster's runs, events and schedules in PostgreSQL instead of SQLite files (issue 19)
     dagster_postgres_url: str | None = None
-    # The registry in PostgreSQL (or another SQLite file); None: registry.db in the home
-    registry_url: str | None = None
+    # The registry in PostgreSQL (or another SQLite file); None: registry.db in the home.
+    # Not in repr: the URL holds the database password.
+    registry_url: str | None = field(default=None, repr=False)
 
     @property
     def registry_path(self) -> Path:

@@ -100,3 +100,9 @@ def test_a_registry_url_we_cannot_use_is_refused_without_repeating_it(tmp_path, 
     with pytest.raises(SettingsError, match=r"^GRAFIENT_REGISTRY_URL") as raised:
         load_settings(env)
     assert "hunter2" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_registry_url_stays_out_of_the_settings_repr(tmp_path) -> None:
+    url = "postgresql://grafient:hunter2@db/grafient"
+    settings = load_settings({"GRAFIENT_HOME": str(tmp_path), "GRAFIENT_REGISTRY_URL": url})
+    assert "hunter2" not in repr(settings)
