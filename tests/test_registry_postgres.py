@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import inspect
 
 from grafient_pipeline import registry as registry_module
+from grafient_pipeline import registry_db
 from grafient_pipeline.intelligence import alert_log
 from grafient_pipeline.intelligence.channels import Delivery
 from grafient_pipeline.intelligence.messages import AlertMessage
@@ -258,3 +259,14 @@ def test_the_password_never_reaches_an_error(postgres_server: PostgresServer, ke
     with pytest.raises(RegistryError) as unread:
         stored_key_usage(closed_port)
     _assert_hidden(unread.value, PASSWORD)
+
+
+def test_without_psycopg2_the_message_says_what_to_install(monkeypatch, key: bytes) -> None:
+    def no_driver(*_args, **_kwargs):
+        raise ImportError("No module named 'psycopg2'")
+
+    monkeypatch.setattr(registry_db, "create_engine", no_driver)
+    url = "postgresql://u:hunter2@127.0.0.1:1/nowhere"
+    with pytest.raises(RegistryError, match=r"pip install 'grafient-pipeline\[postgres\]'") as info:
+        Registry(url, Vault([key]))
+    _assert_hidden(info.value, "hunter2")
