@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +14,7 @@ DEFAULT_SYNC_BATCH = 20
 DAGSTER_POSTGRES_URL = "GRAFIENT_DAGSTER_POSTGRES_URL"
 WAREHOUSE_DATA_PATH = "GRAFIENT_WAREHOUSE_DATA_PATH"
 LAKE_PREFIX = "ducklake:"  # GRAFIENT_WAREHOUSE=ducklake:<PostgreSQL catalog>: see lake.py
+REGISTRY_URL = "GRAFIENT_REGISTRY_URL"
 # dagster-postgres 0.29 speaks psycopg2; with SQLAlchemy 2.1 a bare `postgresql://` URL selects
 # psycopg 3, which fails on its queries (`syntax error at or near "$1"`): name the driver.
 POSTGRES_DRIVER_SCHEME = "postgresql+psycopg2"
@@ -27,19 +28,28 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    warehouse: str
+    warehouse: str = field(repr=False)  # a DuckLake catalog URL may hold a password
     resync_days: int
-    master_key_b64: str | None
+    master_key_b64: str | None = field(repr=False)
     sync_batch: int = DEFAULT_SYNC_BATCH
     home_source: str = "GRAFIENT_HOME"  # how the home was found, for people
     # Dagster's runs, events and schedules in PostgreSQL instead of SQLite files (issue 19)
-    dagster_postgres_url: str | None = None
+    dagster_postgres_url: str | None = field(default=None, repr=False)
     # GRAFIENT_WAREHOUSE=ducklake:<catalog>: where a new lake keeps its Parquet files (issue 19)
     warehouse_data_path: str | None = None
+    # The registry in PostgreSQL (or another SQLite file); None: registry.db in the home.
+    # Not in repr: the URL holds the database password.
+    registry_url: str | None = field(default=None, repr=False)
 
     @property
     def registry_path(self) -> Path:
         return self.home / "registry.db"
+
+    @property
+    def registry_target(self) -> Path | str:
+        """Where the registry is: GRAFIENT_REGISTRY_URL (it may hold a password), else the
+        home's registry.db."""
+        return self.registry_url or self.registry_path
 
     @property
     def master_key_path(self) -> Path:
@@ -109,7 +119,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         home_source=home_source,
         dagster_postgres_url=postgres_url(env, DAGSTER_POSTGRES_URL),
         warehouse_data_path=(env.get(WAREHOUSE_DATA_PATH) or "").strip() or None,
+        registry_url=registry_url(env),
     )
+
+
+def registry_url(env: Mapping[str, str]) -> str | None:
+    """GRAFIENT_REGISTRY_URL: a PostgreSQL URL (driver named as for Dagster's) or a
+    sqlite:///PATH one; None when unset."""
+    raw = (env.get(REGISTRY_URL) or "").strip()
+    if raw.startswith("sqlite:///") and len(raw) > len("sqlite:///"):
+        return raw
+    if urlsplit(raw).scheme == "sqlite":
+        raise SettingsError(f"{REGISTRY_URL} wants a file: sqlite:////ABSOLUTE/PATH/registry.db")
+    return postgres_url(env, REGISTRY_URL)
 
 
 def postgres_url(env: Mapping[str, str], name: str) -> str | None:

@@ -8,6 +8,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from grafient_pipeline.intelligence import alert_log
 from grafient_pipeline.intelligence.channels import Channel, Delivery
@@ -76,12 +77,16 @@ def test_channel_secret_is_a_vault_token_bound_to_its_row(store: Registry):
         load_channel(store, other.id)
 
 
-def test_master_key_rotation_reencrypts_channel_secrets(store: Registry):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_master_key_rotation_reencrypts_channel_secrets(store: Registry, backend, request):
+    if backend == "postgresql":  # the same, with the registry in PostgreSQL
+        store = Registry(request.getfixturevalue("postgres_url"), store.vault)
     info = slack_channel(store)
     new_vault = Vault([bytes(range(1, 33))])
     store.rotate_master_key(new_vault)
-    token = sqlite3.connect(store.path).execute("SELECT secret_token FROM alert_channels")
-    assert token.fetchone()[0].startswith(f"gv1:{new_vault.key_id}:")
+    sql = text("SELECT secret_token FROM alert_channels")
+    token = store.read(lambda conn: conn.execute(sql).scalar_one())
+    assert token.startswith(f"gv1:{new_vault.key_id}:")
     assert load_channel(store, info.id).secrets["url"] == HOOK_URL
 
 

@@ -1,4 +1,7 @@
-"""Registry: integrations in SQLite, shared by many processes, keys encrypted by the vault."""
+"""Registry: integrations in SQLite, shared by many processes, keys encrypted by the vault.
+
+The concurrency and rotation cases run on PostgreSQL too (GRAFIENT_REGISTRY_URL, a real server:
+tests/postgres.py); tests/test_registry_postgres.py has the rest of the PostgreSQL cases."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from grafient_pipeline import registry as registry_module
 from grafient_pipeline.registry import (
@@ -49,6 +53,32 @@ def vault() -> Vault:
 @pytest.fixture
 def registry(tmp_path: Path, vault: Vault) -> Registry:
     return Registry(tmp_path / "home" / "registry.db", vault)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a registry lives: a SQLite file, or a fresh PostgreSQL database (its URL)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "home" / "registry.db")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def shared_registry(target: str, vault: Vault) -> Registry:
+    return Registry(target, vault)
+
+
+def _env(home: str, target: str) -> dict[str, str]:
+    """The environment of a home whose registry is `target` (its own file, or PostgreSQL)."""
+    env = {"GRAFIENT_HOME": home}
+    if "://" in target:
+        env["GRAFIENT_REGISTRY_URL"] = target
+    return env
+
+
+def _execute(registry: Registry, sql: str) -> None:
+    """Raw SQL on the registry's database, as someone with a database client would run it."""
+    registry.write(lambda conn: conn.execute(text(sql)))
 
 
 def test_add_get_list(registry: Registry) -> None:
@@ -351,33 +381,40 @@ def test_not_a_database(tmp_path: Path, vault: Vault) -> None:
         Registry(path, vault)
 
 
-def test_rotate_master_key_all_or_nothing(registry: Registry, vault: Vault) -> None:
+def test_rotate_master_key_all_or_nothing(
+    shared_registry: Registry, target: str, vault: Vault
+) -> None:
+    registry = shared_registry
     for n in range(3):
         registry.add(f"org {n}", "pro", f"{SECRET}{n}")
     new = Vault([generate_master_key()])
-    with sqlite3.connect(registry.path) as conn:  # corrupt the last row's token
-        conn.execute("UPDATE integrations SET key_token = 'gv1:00000000:AAAA' WHERE id='org-2'")
+    _execute(  # corrupt the last row's token
+        registry, "UPDATE integrations SET key_token = 'gv1:00000000:AAAA' WHERE id='org-2'"
+    )
     with pytest.raises(DecryptionError, match="org-2"):
         registry.rotate_master_key(new)
     assert registry.vault is vault
     assert registry.api_key("org-0") == f"{SECRET}0"  # untouched: still the old key
     registry.remove("org-2")
     assert registry.rotate_master_key(new) == 2
-    assert Registry(registry.path, new).api_key("org-1") == f"{SECRET}1"
+    assert Registry(target, new).api_key("org-1") == f"{SECRET}1"
     with pytest.raises(MasterKeyMismatchError):  # the old key: the environment is wrong
-        Registry(registry.path, vault).api_key("org-1")
+        Registry(target, vault).api_key("org-1")
 
 
-def test_stale_process_refuses_to_write_with_old_key(registry: Registry, vault: Vault) -> None:
+def test_stale_process_refuses_to_write_with_old_key(
+    shared_registry: Registry, target: str, vault: Vault
+) -> None:
+    registry = shared_registry
     registry.add("Acme", "pro", SECRET)
-    stale = Registry(registry.path, vault)
+    stale = Registry(target, vault)
     registry.rotate_master_key(Vault([generate_master_key()]))
     with pytest.raises(RegistryError, match="not loaded"):
         stale.add("Beta", "pro", SECRET)
 
 
-def test_reloads_vault_after_rotation(tmp_path: Path) -> None:
-    settings = load_settings({"GRAFIENT_HOME": str(tmp_path / "home")})
+def test_reloads_vault_after_rotation(tmp_path: Path, target: str) -> None:
+    settings = load_settings(_env(str(tmp_path / "home"), target))
     long_running = Registry.from_settings(settings)  # e.g. the daemon
     long_running.add("Acme", "pro", SECRET)
     rotate_master_key_file(settings, Registry.from_settings(settings))  # e.g. the CLI
@@ -386,24 +423,24 @@ def test_reloads_vault_after_rotation(tmp_path: Path) -> None:
     assert Registry.from_settings(settings).api_key("beta") == SECRET
 
 
-def _add_many(home: str, worker: int, count: int, barrier: Barrier) -> None:
+def _add_many(env: dict[str, str], worker: int, count: int, barrier: Barrier) -> None:
     barrier.wait(timeout=60)  # both processes start adding (and making master.key) together
-    registry = Registry.from_settings(load_settings({"GRAFIENT_HOME": home}))
+    registry = Registry.from_settings(load_settings(env))
     for n in range(count):
         registry.add(f"Org {worker}-{n}", "pro", f"{SECRET}{worker}{n}")
 
 
-def test_two_processes_add_at_once(tmp_path: Path) -> None:
-    home = str(tmp_path / "home")
+def test_two_processes_add_at_once(tmp_path: Path, target: str) -> None:
+    env = _env(str(tmp_path / "home"), target)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
-    workers = [ctx.Process(target=_add_many, args=(home, w, 20, barrier)) for w in (1, 2)]
+    workers = [ctx.Process(target=_add_many, args=(env, w, 20, barrier)) for w in (1, 2)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(timeout=120)
     assert [w.exitcode for w in workers] == [0, 0]
-    registry = Registry.from_settings(load_settings({"GRAFIENT_HOME": home}))
+    registry = Registry.from_settings(load_settings(env))
     expected = {f"org-{w}-{n}" for w in (1, 2) for n in range(20)}
     assert {i.id for i in registry.list()} == expected
     assert all(

@@ -73,3 +73,43 @@ def test_a_redacted_url_keeps_everything_but_the_password() -> None:
         "postgresql+psycopg2://grafient:***@db.example:5432/dagster?sslmode=require"
     )
     assert redacted_url("postgresql://db/dagster") == "postgresql://db/dagster"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgres://u:pw@db:5432/grafient", "postgresql+psycopg2://u:pw@db:5432/grafient"),
+        ("postgresql://u:pw@db/grafient", "postgresql+psycopg2://u:pw@db/grafient"),
+        ("sqlite:////srv/grafient/registry.db", "sqlite:////srv/grafient/registry.db"),
+    ],
+)
+def test_the_registry_url_names_its_driver(tmp_path, given, expected) -> None:
+    settings = load_settings({"GRAFIENT_HOME": str(tmp_path), "GRAFIENT_REGISTRY_URL": given})
+    assert settings.registry_url == settings.registry_target == expected
+
+
+def test_without_a_registry_url_the_registry_is_the_homes_file(tmp_path) -> None:
+    settings = load_settings({"GRAFIENT_HOME": str(tmp_path)})
+    assert settings.registry_url is None
+    assert settings.registry_target == tmp_path / "registry.db"
+
+
+@pytest.mark.parametrize("given", ["mysql://u:hunter2@db/x", "sqlite://", "u:hunter2@db"])
+def test_a_registry_url_we_cannot_use_is_refused_without_repeating_it(tmp_path, given) -> None:
+    env = {"GRAFIENT_HOME": str(tmp_path), "GRAFIENT_REGISTRY_URL": given}
+    with pytest.raises(SettingsError, match=r"^GRAFIENT_REGISTRY_URL") as raised:
+        load_settings(env)
+    assert "hunter2" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_no_secret_setting_reaches_the_settings_repr(tmp_path) -> None:
+    env = {
+        "GRAFIENT_HOME": str(tmp_path),
+        "GRAFIENT_REGISTRY_URL": "postgresql://grafient:hunter2@db/grafient",
+        "GRAFIENT_DAGSTER_POSTGRES_URL": "postgresql://dagster:swordfish@db/dagster",
+        "GRAFIENT_WAREHOUSE": "ducklake:postgresql://lake:opensesame@db/lake",
+        "GRAFIENT_MASTER_KEY": "bWFzdGVyLWtleS1ieXRlcy1tYXN0ZXIta2V5LWJ5dGVzMDE=",
+    }
+    shown = repr(load_settings(env))
+    for secret in ("hunter2", "swordfish", "opensesame", env["GRAFIENT_MASTER_KEY"]):
+        assert secret not in shown

@@ -14,10 +14,11 @@ most an hour.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, text
 
 from grafient_pipeline.intelligence import channels as channel_module
 from grafient_pipeline.intelligence.channels import Channel, Delivery, RetryPolicy
@@ -41,23 +42,27 @@ def record(
     that were new. Known keys are left as they are."""
     batch = list(messages)
 
-    def insert(conn: sqlite3.Connection) -> list[str]:
+    log_sql = text(
+        "INSERT INTO alert_log (key, kind, message, created_at) "
+        "VALUES (:key, :kind, :message, :at) ON CONFLICT DO NOTHING"
+    )
+    delivery_sql = text(
+        "INSERT INTO alert_deliveries (alert_key, channel_id) VALUES (:key, :channel) "
+        "ON CONFLICT DO NOTHING"
+    )
+
+    def insert(conn: Connection) -> list[str]:
         targets = channel_ids
         if targets is None:
-            targets = [row[0] for row in conn.execute("SELECT id FROM alert_channels")]
+            targets = [row[0] for row in conn.execute(text("SELECT id FROM alert_channels"))]
         fresh = []
         for message in batch:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO alert_log (key, kind, message, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (message.key, message.kind, message.to_json(), _iso(datetime.now(UTC))),
-            )
-            if cursor.rowcount:
+            row = {"key": message.key, "kind": message.kind, "message": message.to_json()}
+            if conn.execute(log_sql, {**row, "at": _iso(datetime.now(UTC))}).rowcount:
                 fresh.append(message.key)
-                conn.executemany(
-                    "INSERT OR IGNORE INTO alert_deliveries (alert_key, channel_id) VALUES (?, ?)",
-                    [(message.key, channel_id) for channel_id in targets],
-                )
+                if targets:
+                    rows = [{"key": message.key, "channel": channel} for channel in targets]
+                    conn.execute(delivery_sql, rows)
         return fresh
 
     return registry.write(insert) if batch else []
@@ -73,14 +78,16 @@ class LoggedAlert:
 
 
 def list_alerts(registry: Registry, limit: int = 50) -> list[LoggedAlert]:
-    sql = (
+    sql = text(
         "SELECT l.key, l.kind, l.created_at, "
         "count(*) FILTER (WHERE d.status = 'sent'), "
         "count(*) FILTER (WHERE d.status IN ('pending', 'sending')) "
         "FROM alert_log l LEFT JOIN alert_deliveries d ON d.alert_key = l.key "
-        "GROUP BY l.key ORDER BY l.created_at DESC LIMIT ?"
+        "GROUP BY l.key ORDER BY l.created_at DESC LIMIT :limit"
     )
-    return registry.read(lambda conn: [LoggedAlert(*row) for row in conn.execute(sql, (limit,))])
+    return registry.read(
+        lambda conn: [LoggedAlert(*row) for row in conn.execute(sql, {"limit": limit})]
+    )
 
 
 @dataclass
@@ -96,7 +103,7 @@ class DeliveryRound:
 
 
 def _due(registry: Registry, now: datetime, limit: int) -> list[tuple[str, int, int]]:
-    sql = (
+    sql = text(
         "SELECT d.alert_key, d.channel_id, d.attempts, d.status, d.last_attempt_at "
         "FROM alert_deliveries d JOIN alert_channels c ON c.id = d.channel_id "
         "JOIN alert_log l ON l.key = d.alert_key "
@@ -117,45 +124,43 @@ def _due(registry: Registry, now: datetime, limit: int) -> list[tuple[str, int, 
 
 def _claim(registry: Registry, key: str, channel_id: int, attempts: int, now: datetime) -> bool:
     """Mark the delivery `sending` (committed before the send); False if another took it."""
-    sql = (
+    sql = text(
         "UPDATE alert_deliveries SET status = 'sending', attempts = attempts + 1, "
-        "last_attempt_at = ? WHERE alert_key = ? AND channel_id = ? AND attempts = ? "
-        "AND status IN ('pending', 'sending')"
+        "last_attempt_at = :at WHERE alert_key = :key AND channel_id = :channel "
+        "AND attempts = :attempts AND status IN ('pending', 'sending')"
     )
-    return bool(
-        registry.write(
-            lambda conn: conn.execute(sql, (_iso(now), key, channel_id, attempts)).rowcount
-        )
-    )
+    params = {"at": _iso(now), "key": key, "channel": channel_id, "attempts": attempts}
+    return bool(registry.write(lambda conn: conn.execute(sql, params).rowcount))
 
 
 def _finish(
     registry: Registry, key: str, channel_id: int, delivery: Delivery, now: datetime
 ) -> None:
-    def mark(conn: sqlite3.Connection) -> None:
+    sent = text(
+        "UPDATE alert_deliveries SET status = 'sent', sent_at = :at, last_error = NULL "
+        "WHERE alert_key = :key AND channel_id = :channel"
+    )
+    channel_sent = text("UPDATE alert_channels SET last_sent_at = :at WHERE id = :channel")
+    failed = text(
+        "UPDATE alert_deliveries SET status = 'pending', last_error = :error "
+        "WHERE alert_key = :key AND channel_id = :channel"
+    )
+    row = {"key": key, "channel": channel_id}
+
+    def mark(conn: Connection) -> None:
         if delivery.ok:
-            conn.execute(
-                "UPDATE alert_deliveries SET status = 'sent', sent_at = ?, last_error = NULL "
-                "WHERE alert_key = ? AND channel_id = ?",
-                (_iso(now), key, channel_id),
-            )
-            conn.execute(
-                "UPDATE alert_channels SET last_sent_at = ? WHERE id = ?", (_iso(now), channel_id)
-            )
+            conn.execute(sent, {**row, "at": _iso(now)})
+            conn.execute(channel_sent, {"at": _iso(now), "channel": channel_id})
         else:
-            conn.execute(
-                "UPDATE alert_deliveries SET status = 'pending', last_error = ? "
-                "WHERE alert_key = ? AND channel_id = ?",
-                (delivery.detail[:MAX_ERROR], key, channel_id),
-            )
+            conn.execute(failed, {**row, "error": delivery.detail[:MAX_ERROR]})
 
     registry.write(mark)
 
 
 def _message(registry: Registry, key: str) -> AlertMessage:
-    sql = "SELECT message FROM alert_log WHERE key = ?"
+    sql = text("SELECT message FROM alert_log WHERE key = :key")
     return AlertMessage.from_json(
-        registry.read(lambda conn: conn.execute(sql, (key,)).fetchone()[0])
+        registry.read(lambda conn: conn.execute(sql, {"key": key}).scalar_one())
     )
 
 

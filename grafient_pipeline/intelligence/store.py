@@ -7,12 +7,13 @@ exactly as admin keys are bound to their integration: never stored in clear, nev
 from __future__ import annotations
 
 import json
-import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from sqlalchemy import Connection, text
 
 from grafient_pipeline.intelligence.budgets import DEFAULT_THRESHOLDS, Budget
 from grafient_pipeline.intelligence.channels import KINDS, Channel, describe
@@ -103,19 +104,25 @@ def add_budget(
         integration_id = registry.get(integration_id).id  # says so if there is none
     filters = [_filter(v) for v in (provider, project_id, model)]
 
-    def insert(conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT name FROM budgets WHERE name_key = ?", (key,)).fetchone()
+    def insert(conn: Connection) -> int:
+        sql = text("SELECT name FROM budgets WHERE name_key = :key")
+        row = conn.execute(sql, {"key": key}).fetchone()
         if row is not None:
             raise InvalidInput(
                 f"a budget named {row[0]!r} exists; remove it first or pick another name"
             )
-        cursor = conn.execute(
-            "INSERT INTO budgets (name, name_key, monthly_usd, thresholds, integration_id, "
-            "provider, project_id, model, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (name, key, str(monthly_usd), ",".join(map(str, thresholds)), integration_id,
-             *filters, now_iso()),
+        inserted = conn.execute(
+            text(
+                "INSERT INTO budgets (name, name_key, monthly_usd, thresholds, integration_id, "
+                "provider, project_id, model, created_at) VALUES (:name, :key, :usd, "
+                ":thresholds, :integration_id, :provider, :project_id, :model, :at) RETURNING id"
+            ),
+            {"name": name, "key": key, "usd": str(monthly_usd),
+             "thresholds": ",".join(map(str, thresholds)), "integration_id": integration_id,
+             "provider": filters[0], "project_id": filters[1], "model": filters[2],
+             "at": now_iso()},
         )  # fmt: skip
-        return int(cursor.lastrowid)
+        return int(inserted.scalar_one())
 
     budget_id = registry.write(insert)
     return next(b for b in list_budgets(registry) if b.id == budget_id)
@@ -129,7 +136,7 @@ def _filter(value: str | None) -> str | None:
 
 
 def list_budgets(registry: Registry) -> list[Budget]:
-    sql = (
+    sql = text(
         "SELECT id, name, monthly_usd, thresholds, integration_id, provider, project_id, model "
         "FROM budgets ORDER BY id"
     )
@@ -147,8 +154,9 @@ def _budget(row: tuple[Any, ...]) -> Budget:
 def remove_budget(registry: Registry, name: str) -> None:
     _, key = _name(name, "budget")
 
-    def delete(conn: sqlite3.Connection) -> None:
-        if not conn.execute("DELETE FROM budgets WHERE name_key = ?", (key,)).rowcount:
+    def delete(conn: Connection) -> None:
+        sql = text("DELETE FROM budgets WHERE name_key = :key")
+        if not conn.execute(sql, {"key": key}).rowcount:
             raise NotFound(f"no budget named {name!r}; see `grafient budgets list`")
 
     registry.write(delete)
@@ -174,20 +182,26 @@ def add_channel(
     if kind not in KINDS:
         raise InvalidInput(f"unknown channel kind {kind!r}: choose one of {', '.join(KINDS)}")
 
-    def insert(conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT name FROM alert_channels WHERE name_key = ?", (key,)).fetchone()
+    def insert(conn: Connection) -> int:
+        sql = text("SELECT name FROM alert_channels WHERE name_key = :key")
+        row = conn.execute(sql, {"key": key}).fetchone()
         if row is not None:
             raise InvalidInput(
                 f"a channel named {row[0]!r} exists; remove it first or pick another name"
             )
-        cursor = conn.execute(
-            "INSERT INTO alert_channels (name, name_key, kind, settings, secret_token, digest, "
-            "created_at) VALUES (?,?,?,?,'',?,?)",
-            (name, key, kind, json.dumps(settings, sort_keys=True), int(digest), now_iso()),
-        )
-        channel_id = int(cursor.lastrowid)
+        inserted = conn.execute(
+            text(
+                "INSERT INTO alert_channels (name, name_key, kind, settings, secret_token, "
+                "digest, created_at) VALUES (:name, :key, :kind, :settings, '', :digest, :at) "
+                "RETURNING id"
+            ),
+            {"name": name, "key": key, "kind": kind, "digest": int(digest), "at": now_iso(),
+             "settings": json.dumps(settings, sort_keys=True)},
+        )  # fmt: skip
+        channel_id = int(inserted.scalar_one())
         token = registry.encrypt_secret(conn, _owner(channel_id), json.dumps(secrets))
-        conn.execute("UPDATE alert_channels SET secret_token = ? WHERE id = ?", (token, channel_id))
+        sql = text("UPDATE alert_channels SET secret_token = :token WHERE id = :id")
+        conn.execute(sql, {"token": token, "id": channel_id})
         return channel_id
 
     channel_id = registry.write(insert)
@@ -198,7 +212,7 @@ _CHANNEL_COLUMNS = "id, name, kind, settings, digest, status, last_error, last_s
 
 
 def list_channels(registry: Registry) -> list[ChannelInfo]:
-    sql = f"SELECT {_CHANNEL_COLUMNS} FROM alert_channels ORDER BY id"
+    sql = text(f"SELECT {_CHANNEL_COLUMNS} FROM alert_channels ORDER BY id")
     return registry.read(lambda conn: [_info(row) for row in conn.execute(sql)])
 
 
@@ -212,8 +226,8 @@ def _info(row: tuple[Any, ...]) -> ChannelInfo:
 
 def get_channel_info(registry: Registry, name: str) -> ChannelInfo:
     _, key = _name(name, "channel")
-    sql = f"SELECT {_CHANNEL_COLUMNS} FROM alert_channels WHERE name_key = ?"
-    row = registry.read(lambda conn: conn.execute(sql, (key,)).fetchone())
+    sql = text(f"SELECT {_CHANNEL_COLUMNS} FROM alert_channels WHERE name_key = :key")
+    row = registry.read(lambda conn: conn.execute(sql, {"key": key}).fetchone())
     if row is None:
         raise NotFound(f"no alert channel named {name!r}; see `grafient alerts list`")
     return _info(row)
@@ -221,8 +235,8 @@ def get_channel_info(registry: Registry, name: str) -> ChannelInfo:
 
 def load_channel(registry: Registry, channel_id: int) -> Channel:
     """The channel with its secrets decrypted, for sending only."""
-    sql = "SELECT name, kind, settings, secret_token FROM alert_channels WHERE id = ?"
-    row = registry.read(lambda conn: conn.execute(sql, (channel_id,)).fetchone())
+    sql = text("SELECT name, kind, settings, secret_token FROM alert_channels WHERE id = :id")
+    row = registry.read(lambda conn: conn.execute(sql, {"id": channel_id}).fetchone())
     if row is None:
         raise NotFound(f"alert channel {channel_id} was removed")
     secrets = json.loads(registry.decrypt_secret(_owner(channel_id), row[3]))
@@ -234,17 +248,17 @@ def set_channel_status(
 ) -> None:
     if status not in CHANNEL_STATUSES:
         raise InvalidInput(f"unknown channel status {status!r}")
-    text = scrub(error)[:MAX_ERROR] if error else None
-    sql = "UPDATE alert_channels SET status = ?, last_error = ? WHERE id = ?"
+    reason = scrub(error)[:MAX_ERROR] if error else None
+    sql = text("UPDATE alert_channels SET status = :status, last_error = :error WHERE id = :id")
+    retry_now = text(
+        "UPDATE alert_deliveries SET last_attempt_at = NULL "
+        "WHERE channel_id = :id AND status <> 'sent'"
+    )
 
-    def update(conn: sqlite3.Connection) -> None:
-        conn.execute(sql, (status, text, channel_id))
+    def update(conn: Connection) -> None:
+        conn.execute(sql, {"status": status, "error": reason, "id": channel_id})
         if status == "active":  # fixed: its pending alerts go out on the next round, no backoff
-            conn.execute(
-                "UPDATE alert_deliveries SET last_attempt_at = NULL "
-                "WHERE channel_id = ? AND status <> 'sent'",
-                (channel_id,),
-            )
+            conn.execute(retry_now, {"id": channel_id})
 
     registry.write(update)
 
@@ -252,8 +266,8 @@ def set_channel_status(
 def remove_channel(registry: Registry, name: str) -> None:
     info = get_channel_info(registry, name)
 
-    def delete(conn: sqlite3.Connection) -> None:
-        conn.execute("DELETE FROM alert_deliveries WHERE channel_id = ?", (info.id,))
-        conn.execute("DELETE FROM alert_channels WHERE id = ?", (info.id,))
+    def delete(conn: Connection) -> None:
+        conn.execute(text("DELETE FROM alert_deliveries WHERE channel_id = :id"), {"id": info.id})
+        conn.execute(text("DELETE FROM alert_channels WHERE id = :id"), {"id": info.id})
 
     registry.write(delete)
