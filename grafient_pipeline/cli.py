@@ -244,7 +244,11 @@ environment:
                             keys (default: GRAFIENT_HOME/master.key, created on first use)
   GRAFIENT_OPENAI_BASE_URL  the OpenAI API base URL (default: https://api.openai.com/v1; the
                             emulator prints its own)
-  GRAFIENT_WAREHOUSE        the DuckDB warehouse file (default: GRAFIENT_HOME/warehouse.duckdb)
+  GRAFIENT_WAREHOUSE        the DuckDB warehouse file (default: GRAFIENT_HOME/warehouse.duckdb),
+                            or ducklake:postgresql://USER:PASSWORD@HOST:5432/DB for a DuckLake
+                            with several writers (needs the `ducklake` extra)
+  GRAFIENT_WAREHOUSE_DATA_PATH  where a new DuckLake keeps its Parquet files (default:
+                            GRAFIENT_HOME/lake/; shared storage when several machines write)
   GRAFIENT_RESYNC_DAYS      days the daily schedule re-pulls, for restated costs (default 3)
   GRAFIENT_SYNC_BATCH       integrations per scheduled run (default 20)
   GRAFIENT_DAGSTER_URL      the Dagster webserver that syncs are submitted to when it is up
@@ -252,6 +256,9 @@ environment:
   GRAFIENT_DAGSTER_POSTGRES_URL  Dagster's runs, events and schedules in PostgreSQL:
                             postgresql://USER:PASSWORD@HOST:5432/DB (default: SQLite files
                             in GRAFIENT_HOME/dagster_home; needs the `postgres` extra)
+  GRAFIENT_REGISTRY_URL     the registry (integrations, keys, budgets, channels) in PostgreSQL:
+                            postgresql://USER:PASSWORD@HOST:5432/DB (default:
+                            GRAFIENT_HOME/registry.db; every machine needs the same master key)
 """
 
 TOP_EXAMPLES = """\

@@ -122,6 +122,12 @@ def extension_file(package: str, stem: str) -> Path:
     return path
 
 
+def check_extensions() -> None:
+    """Raise LakeError unless both extensions exist for the running duckdb (an install check)."""
+    extension_file("duckdb_extension_ducklake", "ducklake")
+    extension_file("duckdb_extension_postgres", "postgres")
+
+
 def _postgres_extension(folder: Path) -> Path:
     """The postgres extension under the only name it loads by (a link, replaced atomically)."""
     target = extension_file("duckdb_extension_postgres", "postgres")

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from grafient_pipeline.dashboard.security import TOKEN_ENV
+from grafient_pipeline.lake import parse_catalog
 from grafient_pipeline.settings import DAGSTER_POSTGRES_URL, POSTGRES_DRIVER_SCHEME, load_settings
 from tests.test_packaging import Installed, _clean_env, _site_packages, installed  # noqa: F401
 
@@ -156,6 +157,14 @@ def test_the_settings_read_from_the_compose_environment():
     assert settings.dagster_postgres_url.startswith(f"{POSTGRES_DRIVER_SCHEME}://grafient:pw@")
     assert settings.master_key_b64 == "a2V5"
     assert env["GRAFIENT_DAGSTER_URL"] == "http://webserver:3000"
+    # beyond one machine: the registry and the lake's catalog in databases the init script makes
+    assert settings.registry_url.startswith(f"{POSTGRES_DRIVER_SCHEME}://grafient:pw@postgres")
+    catalog = parse_catalog(settings.warehouse)
+    assert catalog.password == "pw" and "pw" not in catalog.describe()
+    init = (DEPLOY / "postgres-init.sql").read_text()
+    for url in (settings.registry_url, settings.warehouse):
+        assert f"CREATE DATABASE {url.rsplit('/', 1)[1]};" in init
+    assert settings.lake_data_path.startswith(env["GRAFIENT_HOME"])  # on the shared volume
 
 
 def test_the_image_is_multi_stage_runs_unprivileged_and_bakes_in_no_secret():

@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from grafient_pipeline.instance import dagster_yaml
-from grafient_pipeline.lake import LakeError, is_conflict, parse_catalog
+from grafient_pipeline.lake import LakeError, check_extensions, is_conflict, parse_catalog
 from grafient_pipeline.plans import backfill_window
 from grafient_pipeline.providers.openai.emulator import CostsEmulator
 from grafient_pipeline.settings import load_settings
@@ -78,6 +78,17 @@ def test_data_path_defaults_to_the_home_and_can_be_set(tmp_path: Path) -> None:
     assert load_settings(env).lake_data_path == f"{tmp_path / 'lake'}/"
     env["GRAFIENT_WAREHOUSE_DATA_PATH"] = "s3://bucket/lake/"
     assert load_settings(env).lake_data_path == "s3://bucket/lake/"
+
+
+def test_the_install_check_names_the_extra_without_the_extensions() -> None:
+    with pytest.raises(LakeError, match="ducklake"):
+        check_extensions()  # this suite's duckdb has no DuckLake extension package
+
+
+def test_the_install_check_passes_with_the_extra() -> None:
+    deps = require_deps()
+    code = "from grafient_pipeline.lake import check_extensions; check_extensions(); print('ok')"
+    assert run_python(deps, code, {}).strip() == "ok"
 
 
 def test_the_duckdb_pool_has_four_slots_on_a_lake_and_one_on_a_file(tmp_path: Path) -> None:
