@@ -162,7 +162,10 @@ def stage_chunks(
 
 def _staged_lines(start: int, end: int, results: Sequence[CostResult]) -> bytes:
     if isinstance(results, ResultBatch):
-        return _batch_lines(f"{start}\x1f{end}\x1f".encode(), results)
+        try:
+            return _batch_lines(f"{start}\x1f{end}\x1f".encode(), results)
+        except UnicodeEncodeError:  # a lone surrogate (from a JSON escape): one by one, escaped
+            results = list(results)
     head, n = f"{start}\x1f{end}\x1f", _NULL
     return "".join(
         [
