@@ -112,6 +112,7 @@ FROM read_csv(
         'api_key_id': 'VARCHAR',
         'currency': 'VARCHAR',
         'quantity_unit': 'VARCHAR',
-        'raw_json': 'VARCHAR'
+        'raw_json': 'VARCHAR',
+        'fields': 'VARCHAR'  -- a bulk-decoded result's normalized fields (JSON), else null
     }
 );

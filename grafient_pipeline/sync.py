@@ -12,7 +12,7 @@ import json
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -24,7 +24,13 @@ import duckdb
 from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.providers import PROVIDERS
-from grafient_pipeline.providers.base import CostBucket, CostResult, NameRecord, Provider
+from grafient_pipeline.providers.base import (
+    CostBucket,
+    CostResult,
+    NameRecord,
+    Provider,
+    ResultBatch,
+)
 from grafient_pipeline.warehouse import (
     ROLLUP_MODELS,
     bulk_write_settings,
@@ -37,12 +43,17 @@ from grafient_pipeline.warehouse import (
 
 # The staging file: one line per result, its fields separated by US (0x1f): bucket start and end
 # (unix seconds), amount and quantity as exact decimal text (the client's Decimals, never
-# floats), an "escaped" flag, the five text fields exactly as the client parsed them, then the
-# result's original JSON quoted by STX (0x02). JSON text holds no control characters (not even
-# inside strings), and a text field can only hold one (decoded from an escape like \u001f or \n)
-# if its result's JSON has a backslash: such rare results (flag 1) carry their text fields as
-# JSON literals (json.dumps: ASCII, no control characters), which the load decodes. So nothing
-# is ever escaped on the common path and a line is one string format. ETX (0x03) stands for None.
+# floats), an "escaped" flag, the five text fields exactly as the client parsed them, the
+# result's original JSON quoted by STX (0x02), then "fields". JSON text holds no control
+# characters (not even inside strings), and a text field can only hold one (decoded from an
+# escape like \u001f or \n) if its result's JSON has a backslash: such rare results (flag 1)
+# carry their text fields as JSON literals (json.dumps: ASCII, no control characters), which the
+# load decodes. So nothing is ever escaped on the common path and a line is one string format.
+# ETX (0x03) stands for None. A bulk-decoded batch (ResultBatch: OpenAI) writes its results
+# another way, with no per-result Python: amount, quantity and the five text fields are None and
+# "fields" holds the client's normalized fields as one JSON object (msgspec: no control
+# characters, keys amount.value/currency, line_item, project_id, api_key_id, quantity and
+# quantity_unit; numbers as ints or exact decimal text), which the raw model reads instead.
 _NULL = "\x03"
 
 
@@ -119,36 +130,18 @@ def stage_chunks(
     buckets; ``None``: one file), yielding each file once it is complete; always at least one,
     possibly empty.
 
-    This is the hot loop of a backfill (one pass per result): one f-string per result, one
-    write per bucket, no per-field quoting or escaping.
+    This is the hot loop of a backfill: one write per bucket, no per-field quoting or escaping;
+    one f-string per result of a list, none for a ResultBatch.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    n = _NULL
     number = rows = bucket_count = 0
     path = directory / f"{prefix}.{number}.stage"
-    handle = path.open("w", newline="", encoding="utf-8")
+    handle = path.open("wb")
     try:
         with _no_cyclic_gc():
             for bucket in buckets:
-                head = f"{bucket.start_time}\x1f{bucket.end_time}\x1f"
                 results = bucket.results
-                handle.write(
-                    "".join(
-                        [
-                            f"{head}{r.amount_text}"
-                            f"\x1f{n if r.quantity_text is None else r.quantity_text}\x1f0"
-                            f"\x1f{n if r.line_item is None else r.line_item}"
-                            f"\x1f{n if r.project_id is None else r.project_id}"
-                            f"\x1f{n if r.api_key_id is None else r.api_key_id}"
-                            f"\x1f{n if r.currency is None else r.currency}"
-                            f"\x1f{n if r.quantity_unit is None else r.quantity_unit}"
-                            f"\x1f\x02{r.raw_json}\x02\n"
-                            if "\\" not in r.raw_json
-                            else _escaped_line(head, r)
-                            for r in results
-                        ]
-                    )
-                )
+                handle.write(_staged_lines(bucket.start_time, bucket.end_time, results))
                 rows += len(results)
                 bucket_count += 1
                 if rows_per_chunk is not None and rows >= rows_per_chunk:
@@ -157,7 +150,7 @@ def stage_chunks(
                     number += 1
                     rows = bucket_count = 0
                     path = directory / f"{prefix}.{number}.stage"
-                    handle = path.open("w", newline="", encoding="utf-8")
+                    handle = path.open("wb")
         handle.close()
     except BaseException:  # the file being written is ours to delete, not those handed over
         if not handle.closed:
@@ -167,13 +160,53 @@ def stage_chunks(
     yield StagedFetch(path, rows, bucket_count)
 
 
+def _staged_lines(start: int, end: int, results: Sequence[CostResult]) -> bytes:
+    if isinstance(results, ResultBatch):
+        try:
+            return _batch_lines(f"{start}\x1f{end}\x1f".encode(), results)
+        except UnicodeEncodeError:  # a lone surrogate (from a JSON escape): one by one, escaped
+            results = list(results)
+    head, n = f"{start}\x1f{end}\x1f", _NULL
+    return "".join(
+        [
+            f"{head}{r.amount_text}"
+            f"\x1f{n if r.quantity_text is None else r.quantity_text}\x1f0"
+            f"\x1f{n if r.line_item is None else r.line_item}"
+            f"\x1f{n if r.project_id is None else r.project_id}"
+            f"\x1f{n if r.api_key_id is None else r.api_key_id}"
+            f"\x1f{n if r.currency is None else r.currency}"
+            f"\x1f{n if r.quantity_unit is None else r.quantity_unit}"
+            f"\x1f\x02{r.raw_json}\x02\x1f{n}\n"
+            if "\\" not in r.raw_json
+            else _escaped_line(head, r)
+            for r in results
+        ]
+    ).encode()
+
+
+def _batch_lines(head: bytes, batch: ResultBatch) -> bytes:
+    """A ResultBatch's lines, built by slicing (no Python per result): before each raw JSON the
+    bucket's times and seven None fields, after it the result's normalized fields."""
+    count = len(batch)
+    if not count:
+        return b""
+    fields = batch.fields_json_lines().split(b"\n")  # one more: empty, after the last newline
+    before = head + b"\x03\x1f\x03\x1f0\x1f\x03\x1f\x03\x1f\x03\x1f\x03\x1f\x03\x1f\x02"
+    parts = [b"\x02\x1f"] * (4 * count + 1)
+    parts[0:-1:4] = [before, *([b"\n" + before] * (count - 1))]
+    parts[1::4] = batch.raws
+    parts[3::4] = fields[:count]
+    parts[-1] = b"\n"
+    return b"".join(parts)
+
+
 def _escaped_line(head: str, r: CostResult) -> str:
     """A result whose JSON has escapes: its text fields as JSON literals, flagged."""
     text = json.dumps
     return (
         f"{head}{r.amount_text}\x1f{_NULL if r.quantity_text is None else r.quantity_text}\x1f1"
         f"\x1f{text(r.line_item)}\x1f{text(r.project_id)}\x1f{text(r.api_key_id)}"
-        f"\x1f{text(r.currency)}\x1f{text(r.quantity_unit)}\x1f\x02{r.raw_json}\x02\n"
+        f"\x1f{text(r.currency)}\x1f{text(r.quantity_unit)}\x1f\x02{r.raw_json}\x02\x1f{_NULL}\n"
     )
 
 

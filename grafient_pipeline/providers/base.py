@@ -8,12 +8,14 @@ provider's own fields (read from that JSON), and its fct SQL model maps them to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, overload
+
+import msgspec
 
 
 class CostResult(NamedTuple):
@@ -38,11 +40,73 @@ class CostResult(NamedTuple):
         return None if self.quantity_text is None else Decimal(self.quantity_text)
 
 
+_FIELDS_ENCODER = msgspec.json.Encoder()
+
+
+class ResultBatch(Sequence[CostResult]):
+    """A bucket's results as a client decoded them in bulk: normalized field records (msgspec
+    structs) and each result's original JSON bytes, paired by position.
+
+    It reads as the very CostResults a list would hold, built on access, while the staging hot
+    path takes the fields as JSON lines and the raw bytes as they are (no CostResult built).
+    """
+
+    __slots__ = ("fields", "raws")
+
+    def __init__(self, fields: list[Any], raws: list[Any]) -> None:
+        # Structs with amount.value/.currency, line_item, project_id, api_key_id, quantity and
+        # quantity_unit; every number an int or exact decimal text that fits DECIMAL(38, 16).
+        self.fields = fields
+        self.raws = raws  # bytes-like: each result's original JSON, exactly as received
+
+    def __len__(self) -> int:
+        return len(self.raws)
+
+    @overload
+    def __getitem__(self, index: int) -> CostResult: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[CostResult]: ...
+
+    def __getitem__(self, index: int | slice) -> CostResult | list[CostResult]:
+        if isinstance(index, slice):
+            return list(map(_cost_result, self.fields[index], self.raws[index]))
+        return _cost_result(self.fields[index], self.raws[index])
+
+    def __iter__(self) -> Iterator[CostResult]:
+        return map(_cost_result, self.fields, self.raws)
+
+    def __repr__(self) -> str:
+        return f"ResultBatch({len(self)} results)"
+
+    def fields_json_lines(self) -> bytes:
+        """Every result's normalized fields as one JSON object per line, in order."""
+        return _FIELDS_ENCODER.encode_lines(self.fields)
+
+
+def _number_text(value: int | str | None) -> str | None:
+    return str(value) if value.__class__ is int else value  # type: ignore[return-value]
+
+
+def _cost_result(fields: Any, raw: Any) -> CostResult:
+    amount = fields.amount
+    return CostResult(
+        fields.line_item,
+        fields.project_id,
+        fields.api_key_id,
+        _number_text(amount.value),  # type: ignore[arg-type]
+        amount.currency,
+        _number_text(fields.quantity),
+        fields.quantity_unit,
+        bytes(raw).decode(),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CostBucket:
     start_time: int  # unix seconds, inclusive
     end_time: int  # unix seconds, exclusive
-    results: list[CostResult]
+    results: Sequence[CostResult]  # a list, or a ResultBatch
 
 
 @dataclass(frozen=True)

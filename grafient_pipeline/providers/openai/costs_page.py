@@ -4,6 +4,11 @@ The body is read from a byte stream and walked with the C JSON scanner, so memor
 day bucket plus one read whatever the page size. Amounts are kept as exact decimal text (from JSON
 numbers or numeric strings, never through a float) and read as ``Decimal``; each result keeps its
 exact original JSON text.
+
+A bucket's results, the hot path, are decoded in bulk with msgspec: each run of complete results
+the buffer holds is split into the results' exact bytes and decoded into typed fields at C speed
+(a ResultBatch). Whatever msgspec refuses goes through the scanner one result at a time, which
+keeps every error message (and every lenient reading) as it was.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from collections.abc import Generator, Iterator
 from decimal import Context, Decimal
 from typing import Any
 
-from grafient_pipeline.providers.base import CostBucket, CostResult
+import msgspec
+
+from grafient_pipeline.providers.base import CostBucket, CostResult, ResultBatch
 from grafient_pipeline.providers.http import PageFormatError, page_cursor
 
 __all__ = ["PageFormatError", "PageReader"]
@@ -29,6 +36,8 @@ _SCAN = json.JSONDecoder(parse_float=str).scan_once
 _SCAN_ERRORS = (StopIteration, ValueError, RecursionError)
 _NUMBER_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 _STR_OR_NONE = frozenset({str, type(None)})
+_INT_ONLY = {int}
+_INT64_SAFE = 10**18
 # The warehouse stores DECIMAL(38, 16): at most 22 integer digits and 16 decimals. A value that
 # does not fit is refused, never rounded. Plain text within those digits fits as it is (the fast
 # path); anything else (exponents, signs, spaces, trailing zeros) goes through Decimal.
@@ -42,6 +51,32 @@ _WIDE = Context(prec=60)
 
 
 _new_tuple = tuple.__new__
+
+
+class _Amount(msgspec.Struct, gc=False):
+    value: Any  # int, the exact text of a float (float_hook=str), or anything: checked after
+    currency: str | None = None
+
+
+class _Fields(msgspec.Struct, gc=False):  # gc=False: no cycles, cheaper to allocate
+    amount: _Amount
+    line_item: str | None = None
+    project_id: str | None = None
+    api_key_id: str | None = None
+    quantity: Any = None
+    quantity_unit: str | None = None
+
+
+_SPLIT = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_TYPED = msgspec.json.Decoder(list[_Fields], float_hook=str).decode
+# A separator between two results: compact first (rfind), then any whitespace (regex).
+_RESULTS_SEPARATOR = re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*\{")
+_SEPARATOR_WINDOW = 64 * 1024
+# Lines (one value's repr each) other than an int of at most 18 digits or a str of plain decimal
+# text that fits DECIMAL(38, 16) as it is.
+_NOT_AS_IS_LINES = re.compile(
+    r"^(?!-?[0-9]{1,18}$|'-?[0-9]{1,22}(?:\.[0-9]{1,16})?'$)", re.MULTILINE
+).finditer
 
 
 def _decimal_text(value: Any, what: str) -> str:
@@ -117,7 +152,65 @@ def _result_slow(obj: dict[str, Any], raw: str) -> CostResult:
     return _result(full, raw)
 
 
-def _bucket(times: dict[str, Any], results: list[CostResult] | None) -> CostBucket:
+def _not_as_is(values: list[Any]) -> list[int]:
+    """Indexes of the values to normalize: all but ints of at most 18 digits (msgspec encodes
+    any int64) and plain decimal text that fits as it is. One regex runs over all of them at once
+    (most fit), on their reprs: a str's is quoted and has no line break, an int's is bare."""
+    if (
+        set(map(type, values)) == _INT_ONLY
+        and min(values) > -_INT64_SAFE
+        and max(values) < _INT64_SAFE
+    ):
+        return []
+    joined = "\n".join(map(repr, values))
+    indexes: list[int] = []
+    index = seen = 0
+    for match in _NOT_AS_IS_LINES(joined):
+        start = match.start()
+        index += joined.count("\n", seen, start)
+        seen = start
+        indexes.append(index)
+    return indexes
+
+
+def _normalize(fields: list[_Fields]) -> None:
+    """Every amount and quantity as an int or exact plain decimal text, in place (the same checks,
+    errors and text as ``_result``)."""
+    amounts = [f.amount for f in fields]
+    values = [a.value for a in amounts]
+    for i in _not_as_is(values):
+        amounts[i].value = _decimal_text(values[i], "amount.value")
+    quantities = [f.quantity for f in fields]
+    for i in _not_as_is(quantities):
+        if quantities[i] is not None:
+            fields[i].quantity = _decimal_text(quantities[i], "quantity")
+
+
+def _decoded(text: str) -> tuple[list[_Fields], list[msgspec.Raw]] | None:
+    """The results of a JSON array text, or None if msgspec refuses it or any of its results."""
+    data = text.encode()
+    try:
+        raws = _SPLIT(data)
+        fields = _TYPED(data)
+        _normalize(fields)
+    except (msgspec.DecodeError, PageFormatError):
+        return None
+    return fields, raws
+
+
+def _as_fields(result: CostResult) -> _Fields:
+    amount = _Amount(result.amount_text, result.currency)
+    return _Fields(
+        amount,
+        result.line_item,
+        result.project_id,
+        result.api_key_id,
+        result.quantity_text,
+        result.quantity_unit,
+    )
+
+
+def _bucket(times: dict[str, Any], results: ResultBatch | None) -> CostBucket:
     start, end = times.get("start_time"), times.get("end_time")
     if type(start) is not int or type(end) is not int:
         raise PageFormatError("a bucket has no integer start_time/end_time")
@@ -142,6 +235,9 @@ class PageReader:
         self.eof = False
         self.meta: dict[str, Any] = {}
         self.saw_data = False
+        # Characters of results to read one by one before the next bulk try: a failed try
+        # (an odd or hostile page) is paid back in scanner work, so the total stays O(n).
+        self._one_by_one = 0
 
     def _more(self, pos: int) -> bool:
         """Drop ``buf[:pos]`` and read more; False when the stream had nothing left."""
@@ -236,12 +332,14 @@ class PageReader:
     def _bucket(self, pos: int) -> tuple[CostBucket, int]:
         more, pos = self._open(pos, "{", "}", "a bucket")
         times: dict[str, Any] = {}
-        results: list[CostResult] | None = None
+        results: ResultBatch | None = None
         while more:
             key, pos = self._key(pos)
             if key == "results":  # may come before start_time/end_time: kept until the bucket ends
                 part, pos = self._results(pos)
-                results = part if results is None else results + part
+                if results is not None:  # a repeated key: its results follow the first ones
+                    part = ResultBatch(results.fields + part.fields, results.raws + part.raws)
+                results = part
             else:
                 value, _, pos = self._value(pos)
                 if key in ("start_time", "end_time"):
@@ -249,27 +347,72 @@ class PageReader:
             more, pos = self._next(pos, "}")
         return _bucket(times, results), pos
 
-    def _results(self, pos: int) -> tuple[list[CostResult], int]:
+    def _results(self, pos: int) -> tuple[ResultBatch, int]:
         more, pos = self._open(pos, "[", "]", "results")
-        out: list[CostResult] = []
-        append = out.append
+        fields: list[_Fields] = []
+        raws: list[Any] = []
         while more:
-            buf = self.buf
-            if buf[pos] != "{":
-                raise PageFormatError("a cost result is not an object")
-            try:
-                obj, end = _SCAN(buf, pos)
-            except _SCAN_ERRORS:
-                end = len(buf)  # cut short by the buffer end, or bad: the slow path decides
-            if end >= len(buf):
-                obj, pos, end = self._value(pos)
-                buf = self.buf
-            append(_result(obj, buf[pos:end]))
-            if buf.startswith(",{", end):  # the compact common case
-                pos = end + 1
+            batch = self._batch(pos) if self._one_by_one <= 0 else None
+            if batch is None:
+                result, end = self._one_result(pos)
+                fields.append(_as_fields(result))
+                raws.append(result.raw_json.encode())
+                self._one_by_one -= len(result.raw_json)
             else:
-                more, pos = self._next(end, "]")
-        return out, pos
+                fields += batch[0]
+                raws += batch[1]
+                end = batch[2]
+            more, pos = self._next(end, "]")
+        return ResultBatch(fields, raws), pos
+
+    def _batch(self, pos: int) -> tuple[list[_Fields], list[Any], int] | None:
+        """The complete results the buffer holds from ``pos`` on, decoded in bulk, and where the
+        last one ends; None when the buffer ends inside the first one or msgspec refuses them.
+
+        The run ends at the array's ``]`` or before a separator between results (the last one
+        in the buffer). A ``]`` or separator inside a string or a nested value leaves the text
+        an invalid array (JSON reads left to right: the text before it cannot close at depth
+        0), so a valid decode proves the run is exactly complete results.
+        """
+        buf = self.buf
+        if buf[pos] != "{":
+            return None  # the scanner path says what is wrong
+        close = buf.find("]", pos)
+        if close != -1:
+            decoded, end = _decoded("[" + buf[pos : close + 1]), close
+        else:
+            separator = self._last_separator(pos)
+            if separator == -1:
+                return None  # the buffer ends inside this result: the scanner reads on
+            decoded, end = _decoded("[" + buf[pos : separator + 1] + "]"), separator + 1
+        if decoded is None:
+            self._one_by_one = end - pos
+            return None
+        return decoded[0], decoded[1], end
+
+    def _last_separator(self, pos: int) -> int:
+        """Where the last ``}`` that ends a result and is followed by another result is, or -1."""
+        buf = self.buf
+        found = buf.rfind("},{", pos)
+        if found == -1:
+            start = max(pos, len(buf) - _SEPARATOR_WINDOW)
+            for match in _RESULTS_SEPARATOR.finditer(buf, start):
+                found = match.start()
+        return found
+
+    def _one_result(self, pos: int) -> tuple[CostResult, int]:
+        """One result through the C scanner (reading on as needed), and where it ends."""
+        buf = self.buf
+        if buf[pos] != "{":
+            raise PageFormatError("a cost result is not an object")
+        try:
+            obj, end = _SCAN(buf, pos)
+        except _SCAN_ERRORS:
+            end = len(buf)  # cut short by the buffer end, or bad: the slow path decides
+        if end >= len(buf):
+            obj, pos, end = self._value(pos)
+            buf = self.buf
+        return _result(obj, buf[pos:end]), end
 
     def _finish(self, pos: int) -> None:
         while True:
