@@ -21,7 +21,7 @@ from datetime import date
 
 import duckdb
 
-from grafient_pipeline.providers.base import CostBucket, NameRecord
+from grafient_pipeline.providers.base import CostBucket, CostClient, CostsApiError, NameRecord
 from grafient_pipeline.slice_sync import BucketSource
 from grafient_pipeline.sync import Slice
 
@@ -29,6 +29,9 @@ from grafient_pipeline.sync import Slice
 PREFETCH_MAX_DAYS = 7
 # About 60 MB of parsed results held at once (5 days of a 10,000-a-day organization).
 PREFETCH_MAX_RESULTS = 50_000
+# Integrations fetched at once: their HTTP waits overlap (each one's requests stay sequential,
+# and rate limits are per organization).
+FETCH_THREADS = 4
 
 
 def is_short(piece: Slice) -> bool:
@@ -72,6 +75,22 @@ def prefetch(piece: Slice, source: BucketSource) -> Prefetched:
     return Prefetched(piece, buckets, source.request_count - before)
 
 
+def fetch(
+    client: Callable[[], AbstractContextManager[CostClient]], piece: Slice, with_names: bool
+) -> Prefetched:
+    """A slice's buckets and, when asked, its integration's names (a key without permission
+    for them is no reason to fail: ``names_error`` says why they are missing). HTTP only, so
+    it may run on a thread of its own."""
+    with client() as opened:
+        fetched = prefetch(piece, opened)
+        if with_names:
+            try:
+                fetched.names = [*opened.iter_projects(), *opened.iter_api_keys()]
+            except CostsApiError as error:
+                fetched.names_error = str(error)
+    return fetched
+
+
 def groups(slices: list[Slice]) -> Iterator[tuple[bool, list[Slice]]]:
     """Consecutive short slices as one group (True), each long slice on its own (False)."""
     run: list[Slice] = []
@@ -96,15 +115,12 @@ def full(fetched: list[Prefetched]) -> bool:
 def shared_connection(
     conn: duckdb.DuckDBPyConnection,
 ) -> Iterator[Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]]:
-    """A ``connect`` for ``sync_slice`` that hands out cursors of one open connection (each its
-    own transaction, usable from the loader's thread) instead of opening the file again."""
+    """A ``connect`` for ``sync_slice`` that lends one open connection instead of opening the
+    file again; its owner closes it. The loader uses it on its thread while this one waits
+    (``sync_slice`` joins the loader before it returns): never two threads at once."""
 
     @contextmanager
-    def cursor() -> Iterator[duckdb.DuckDBPyConnection]:
-        child = conn.cursor()
-        try:
-            yield child
-        finally:
-            child.close()
+    def lend() -> Iterator[duckdb.DuckDBPyConnection]:
+        yield conn
 
-    yield cursor
+    yield lend

@@ -227,10 +227,12 @@ class SliceLoader:
         *,
         raw_table: str,
         before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        schema_ready: bool = False,
     ) -> None:
         self._connect, self._piece, self._run_id = connect, piece, run_id
         self._raw_table = raw_table
         self._before_commit = before_commit
+        self._schema_ready = schema_ready  # the caller ran ensure_schema on this database
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2)  # files on disk stay bounded
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="grafient-load", daemon=True)
@@ -281,7 +283,8 @@ class SliceLoader:
             if item is _ABORT:
                 return
             with self._connect() as conn:
-                ensure_schema(conn)
+                if not self._schema_ready:
+                    ensure_schema(conn)
                 bulk_write_settings(conn)
                 with transaction(conn):
                     first = True
@@ -346,7 +349,10 @@ def refresh_dim_integrations(
 ) -> None:
     """Mirror the registry (no secrets). An integration removed without --purge keeps its rows
     in the warehouse, so it keeps its label here too, with status 'removed'. dim_providers
-    names every provider the code knows."""
+    names every provider the code knows.
+
+    The rows go in as lists, unnested by one statement: ``executemany`` runs a statement per
+    row (0.2 s for a fleet of 1,000, in every run)."""
     with transaction(conn):
         conn.executemany(
             "INSERT OR REPLACE INTO dim_providers VALUES (?, ?)",
@@ -357,20 +363,22 @@ def refresh_dim_integrations(
             ids = [i.integration_id for i in integrations]
             conn.execute("DELETE FROM dim_integrations WHERE list_contains($ids, integration_id)",
                          {"ids": ids})  # fmt: skip
-            conn.executemany(
-                "INSERT INTO dim_integrations VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        i.integration_id,
-                        i.label,
-                        i.provider,
-                        i.plan,
-                        i.organization_id,
-                        i.status,
-                        None if i.last_synced_at is None else i.last_synced_at.replace(tzinfo=None),
-                    )
-                    for i in integrations
-                ],
+            conn.execute(
+                "INSERT INTO dim_integrations SELECT unnest($ids), unnest($labels), "
+                "unnest($providers), unnest($plans), unnest($orgs), unnest($statuses), "
+                "unnest($synced::TIMESTAMP[])",
+                {
+                    "ids": ids,
+                    "labels": [i.label for i in integrations],
+                    "providers": [i.provider for i in integrations],
+                    "plans": [i.plan for i in integrations],
+                    "orgs": [i.organization_id for i in integrations],
+                    "statuses": [i.status for i in integrations],
+                    "synced": [
+                        None if i.last_synced_at is None else i.last_synced_at.replace(tzinfo=None)
+                        for i in integrations
+                    ],
+                },
             )
 
 

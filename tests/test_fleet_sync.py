@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from grafient_pipeline import slice_batch
+from grafient_pipeline import slice_batch, sync
 from grafient_pipeline.definitions import build_definitions
 from grafient_pipeline.defs.costs import assets
 from grafient_pipeline.defs.costs.publish import later_writer
@@ -79,11 +79,14 @@ def test_a_daily_batch_opens_the_warehouse_a_fixed_number_of_times(
         return real_connect(database, **kwargs)
 
     monkeypatch.setattr(assets, "connect", counting)
+    schema_checks: list[object] = []
+    monkeypatch.setattr(sync, "ensure_schema", schema_checks.append)
     dates = _dates()
 
     assert _run(settings, instance, ids, dates).success
 
     assert len(opened) == 3  # schema and dims; the slices and names; what the run reports
+    assert schema_checks == []  # the step checked the schema once; its slices do not again
     expected = emulator.expected_total(ORG_ID, dates.start, dates.end)
     totals = dict(
         _rows(settings, "SELECT integration_id, sum(amount_usd) FROM fct_costs GROUP BY 1")

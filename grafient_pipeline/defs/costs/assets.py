@@ -8,6 +8,7 @@ never disagree, whatever fails. The lineage stays four assets named after their 
 """
 
 import functools
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -208,6 +209,7 @@ def _sync(
                 staging_dir=staging_dir,
                 today=utc_today(),
                 still_registered=lambda: _exists(store, piece.integration_id),
+                schema_ready=True,  # by the step, on this database
             )
     except Exception as error:
         raise _failed(context, store, piece, error, base_url) from None
@@ -223,49 +225,59 @@ def _sync_short(
     database: str,
     staging_dir: Path,
 ) -> None:
-    """Short slices (a daily run): fetched a group at a time, with their integrations' names,
-    then written on one connection (see slice_batch). A failed fetch still writes the slices
-    fetched before it, as slice after slice did."""
-    pending: list[slice_batch.Prefetched] = []
+    """Short slices (a daily run): fetched a few at a time on threads (HTTP waits overlap; one
+    integration's requests stay sequential), with their integrations' names, then written on
+    one connection, in their order (see slice_batch). A failed fetch still writes the slices
+    before it, as slice after slice did."""
     named: set[str] = set()
+    jobs: list[tuple[Slice, bool]] = []
     for piece in pieces:
-        try:
-            fetched = _prefetch(context, piece, store, api, piece.integration_id not in named)
-        except dg.Failure:
-            _write_prefetched(context, pending, store, database, staging_dir)
-            raise
+        jobs.append((piece, piece.integration_id not in named))
         named.add(piece.integration_id)
-        pending.append(fetched)
-        if slice_batch.full(pending):
-            _write_prefetched(context, pending, store, database, staging_dir)
-            pending = []
+    pending: list[slice_batch.Prefetched] = []
+    window = 2 * slice_batch.FETCH_THREADS
+    with ThreadPoolExecutor(slice_batch.FETCH_THREADS, thread_name_prefix="grafient-fetch") as pool:
+        for first in range(0, len(jobs), window):
+            started = [
+                (piece, *_start_fetch(pool, context, piece, with_names, store, api))
+                for piece, with_names in jobs[first : first + window]
+            ]
+            for piece, future, base_url in started:
+                try:
+                    pending.append(future.result())
+                except Exception as error:
+                    for _, later, _ in started:
+                        later.cancel()
+                    _write_prefetched(context, pending, store, database, staging_dir)
+                    raise _failed(context, store, piece, error, base_url) from None
+            if slice_batch.full(pending):
+                _write_prefetched(context, pending, store, database, staging_dir)
+                pending = []
     _write_prefetched(context, pending, store, database, staging_dir)
 
 
-def _prefetch(
+def _start_fetch(
+    pool: ThreadPoolExecutor,
     context: dg.AssetExecutionContext,
     piece: Slice,
+    with_names: bool,
     store: Registry,
     api: CostsApiResource,
-    with_names: bool,
-) -> slice_batch.Prefetched:
+) -> tuple[Future[slice_batch.Prefetched], str | None]:
+    """The registry is read here (this thread); the fetch thread only speaks HTTP."""
     base_url = None
     try:
         integration = store.get(piece.integration_id)
         provider = get_provider(integration.provider)
         base_url = resolve_base_url(provider, integration.base_url)
         api_key = store.api_key(piece.integration_id)
-        with api.client(provider, api_key, integration.base_url) as client:
-            context.log.info(f"fetching {piece} from {provider.title}")
-            fetched = slice_batch.prefetch(piece, client)
-            if with_names:
-                try:
-                    fetched.names = [*client.iter_projects(), *client.iter_api_keys()]
-                except CostsApiError as error:
-                    fetched.names_error = str(error)
     except Exception as error:
-        raise _failed(context, store, piece, error, base_url) from None
-    return fetched
+        failed: Future[slice_batch.Prefetched] = Future()
+        failed.set_exception(error)
+        return failed, base_url
+    context.log.info(f"fetching {piece} from {provider.title}")
+    client = functools.partial(api.client, provider, api_key, integration.base_url)
+    return pool.submit(slice_batch.fetch, client, piece, with_names), base_url
 
 
 def _write_prefetched(
@@ -292,6 +304,7 @@ def _write_prefetched(
                     staging_dir=staging_dir,
                     today=utc_today(),
                     still_registered=functools.partial(_exists, store, piece.integration_id),
+                    schema_ready=True,  # by the step, on this database
                 )
             except Exception as error:
                 raise _failed(context, store, piece, error, None) from None
