@@ -246,7 +246,7 @@ environment:
                             emulator prints its own)
   GRAFIENT_WAREHOUSE        the DuckDB warehouse file (default: GRAFIENT_HOME/warehouse.duckdb)
   GRAFIENT_RESYNC_DAYS      days the daily schedule re-pulls, for restated costs (default 3)
-  GRAFIENT_SYNC_BATCH       integrations per scheduled run (default 20)
+  GRAFIENT_SYNC_BATCH       integrations per scheduled run (default 50)
   GRAFIENT_DAGSTER_URL      the Dagster webserver that syncs are submitted to when it is up
                             (default: http://127.0.0.1:3000; otherwise they run in-process)
   GRAFIENT_DAGSTER_POSTGRES_URL  Dagster's runs, events and schedules in PostgreSQL:

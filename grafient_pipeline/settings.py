@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 HOME_FOLDER = ".grafient"
 DEFAULT_RESYNC_DAYS = 3
-DEFAULT_SYNC_BATCH = 20
+DEFAULT_SYNC_BATCH = 50  # a run costs seconds of its own (process, Dagster); see issue 18
 DAGSTER_POSTGRES_URL = "GRAFIENT_DAGSTER_POSTGRES_URL"
 # dagster-postgres 0.29 speaks psycopg2; with SQLAlchemy 2.1 a bare `postgresql://` URL selects
 # psycopg 3, which fails on its queries (`syntax error at or near "$1"`): name the driver.

@@ -21,7 +21,13 @@ from datetime import date
 
 import duckdb
 
-from grafient_pipeline.providers.base import CostBucket, CostClient, CostsApiError, NameRecord
+from grafient_pipeline.providers.base import (
+    CostBucket,
+    CostClient,
+    CostsApiError,
+    NameRecord,
+    Provider,
+)
 from grafient_pipeline.slice_sync import BucketSource
 from grafient_pipeline.sync import Slice
 
@@ -44,6 +50,7 @@ class Prefetched:
     (``names_error`` says why not, when they could not be read)."""
 
     piece: Slice
+    provider: Provider
     buckets: list[CostBucket]
     requests: int
     names: list[NameRecord] | None = None
@@ -68,21 +75,24 @@ class Replayed:
         return iter(self._fetched.buckets)
 
 
-def prefetch(piece: Slice, source: BucketSource) -> Prefetched:
+def prefetch(piece: Slice, provider: Provider, source: BucketSource) -> Prefetched:
     """Read a slice's buckets into memory (the source's requests counted from here)."""
     before = source.request_count
     buckets = list(source.iter_buckets(piece.dates.start, piece.dates.end))
-    return Prefetched(piece, buckets, source.request_count - before)
+    return Prefetched(piece, provider, buckets, source.request_count - before)
 
 
 def fetch(
-    client: Callable[[], AbstractContextManager[CostClient]], piece: Slice, with_names: bool
+    client: Callable[[], AbstractContextManager[CostClient]],
+    piece: Slice,
+    provider: Provider,
+    with_names: bool,
 ) -> Prefetched:
     """A slice's buckets and, when asked, its integration's names (a key without permission
     for them is no reason to fail: ``names_error`` says why they are missing). HTTP only, so
     it may run on a thread of its own."""
     with client() as opened:
-        fetched = prefetch(piece, opened)
+        fetched = prefetch(piece, provider, opened)
         if with_names:
             try:
                 fetched.names = [*opened.iter_projects(), *opened.iter_api_keys()]

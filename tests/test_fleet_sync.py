@@ -4,7 +4,7 @@ snapshot once per daily sync, with every guarantee of a slice kept."""
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -16,6 +16,7 @@ from grafient_pipeline.defs.costs import assets
 from grafient_pipeline.defs.costs.publish import later_writer
 from grafient_pipeline.partitions import PLAN_DATE_TAG, REASON_TAG, batch_tags
 from grafient_pipeline.plans import DateRange
+from grafient_pipeline.providers import PROVIDERS
 from grafient_pipeline.providers.base import CostBucket
 from grafient_pipeline.run_workers import PID_TAG
 from grafient_pipeline.sync import Slice, utc_today
@@ -232,9 +233,21 @@ def test_groups_keep_order_and_stream_long_slices_alone():
 
 def test_a_replay_hands_back_only_its_own_slice():
     piece = Slice("a", DateRange(date(1970, 1, 2), date(1970, 1, 3)))
-    fetched = slice_batch.Prefetched(piece, [_bucket(1), _bucket(2)], requests=1)
+    fetched = slice_batch.Prefetched(piece, PROVIDERS["openai"], [_bucket(1), _bucket(2)], 1)
     replay = slice_batch.Replayed(fetched)
     assert list(replay.iter_buckets(piece.dates.start, piece.dates.end)) == fetched.buckets
     assert replay.request_count == 1
     with pytest.raises(ValueError):
         replay.iter_buckets(piece.dates.start, piece.dates.start)
+
+
+def test_mark_synced_many_marks_each_and_skips_removed_ones(registry):
+    one, two = (registry.add(f"Org {n}", "pro", ADMIN_KEY).id for n in range(2))
+    registry.set_status(one, "error", "was failing")
+    registry.remove(two)
+
+    registry.mark_synced_many([one, two], datetime(2026, 3, 1, 6, tzinfo=UTC))
+
+    marked = registry.get(one)
+    assert (marked.status, marked.last_error) == ("active", None)
+    assert marked.last_synced_at == datetime(2026, 3, 1, 6, tzinfo=UTC)

@@ -8,7 +8,9 @@ never disagree, whatever fails. The lineage stays four assets named after their 
 """
 
 import functools
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -277,7 +279,7 @@ def _start_fetch(
         return failed, base_url
     context.log.info(f"fetching {piece} from {provider.title}")
     client = functools.partial(api.client, provider, api_key, integration.base_url)
-    return pool.submit(slice_batch.fetch, client, piece, with_names), base_url
+    return pool.submit(slice_batch.fetch, client, piece, provider, with_names), base_url
 
 
 def _write_prefetched(
@@ -287,38 +289,52 @@ def _write_prefetched(
     database: str,
     staging_dir: Path,
 ) -> None:
-    """Each prefetched slice in its own transaction, then its integration's names."""
+    """Each prefetched slice in its own transaction, then its integration's names; the
+    integrations whose slices committed are marked synced together, even when a later one
+    fails."""
     if not pending:
         return
-    with connect(database) as conn, slice_batch.shared_connection(conn) as cursor:
-        for fetched in pending:
-            piece = fetched.piece
-            try:
-                provider = get_provider(store.get(piece.integration_id).provider)
-                synced = sync_slice(
-                    piece,
-                    provider,
-                    slice_batch.Replayed(fetched),
-                    cursor,
-                    run_id=context.run.run_id,
-                    staging_dir=staging_dir,
-                    today=utc_today(),
-                    still_registered=functools.partial(_exists, store, piece.integration_id),
-                    schema_ready=True,  # by the step, on this database
-                )
-            except Exception as error:
-                raise _failed(context, store, piece, error, None) from None
-            context.log.info(synced.describe())
-            store.mark_synced(piece.integration_id, datetime.now(UTC))
-            if fetched.names_error is not None:
-                context.log.warning(
-                    f"{piece.integration_id}: names of projects and keys skipped: "
-                    f"{fetched.names_error}"
-                )
-            elif fetched.names is not None:
-                refresh_names(
-                    conn, provider.name, piece.integration_id, fetched.names, datetime.now(UTC)
-                )
+    synced_ids: list[str] = []
+    try:
+        with connect(database) as conn, slice_batch.shared_connection(conn) as lend:
+            for fetched in pending:
+                _write_one(context, fetched, store, conn, lend, staging_dir)
+                synced_ids.append(fetched.piece.integration_id)
+    finally:
+        if synced_ids:
+            store.mark_synced_many(synced_ids, datetime.now(UTC))
+
+
+def _write_one(
+    context: dg.AssetExecutionContext,
+    fetched: slice_batch.Prefetched,
+    store: Registry,
+    conn: duckdb.DuckDBPyConnection,
+    lend: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+    staging_dir: Path,
+) -> None:
+    piece, provider = fetched.piece, fetched.provider
+    try:
+        synced = sync_slice(
+            piece,
+            provider,
+            slice_batch.Replayed(fetched),
+            lend,
+            run_id=context.run.run_id,
+            staging_dir=staging_dir,
+            today=utc_today(),
+            still_registered=functools.partial(_exists, store, piece.integration_id),
+            schema_ready=True,  # by the step, on this database
+        )
+    except Exception as error:
+        raise _failed(context, store, piece, error, None) from None
+    context.log.info(synced.describe())
+    if fetched.names_error is not None:
+        context.log.warning(
+            f"{piece.integration_id}: names of projects and keys skipped: {fetched.names_error}"
+        )
+    elif fetched.names is not None:
+        refresh_names(conn, provider.name, piece.integration_id, fetched.names, datetime.now(UTC))
 
 
 def _refresh_names(
