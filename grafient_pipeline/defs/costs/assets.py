@@ -406,7 +406,7 @@ def openai_costs(
                 streamed.append(pieces[0].integration_id)
         for integration_id in dict.fromkeys(streamed):
             _refresh_names(context, store, costs_api, integration_id, duckdb.database)
-    except BaseException:
+    except Exception:  # not on an interrupt: that process is asked to stop now
         _publish_after_failure(context, duckdb.database, snapshot_path)
         raise
     with connect(duckdb.database) as conn:
