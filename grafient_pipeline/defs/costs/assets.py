@@ -8,7 +8,7 @@ never disagree, whatever fails. The lineage stays four assets named after their 
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
@@ -32,10 +32,12 @@ from grafient_pipeline.run_workers import PID_TAG, worker_tags
 from grafient_pipeline.slice_sync import IntegrationRemoved, describe_failure, sync_slice
 from grafient_pipeline.snapshot import publish_snapshot
 from grafient_pipeline.sync import (
+    IntegrationNames,
     IntegrationRow,
     Slice,
     refresh_dim_integrations,
     refresh_names,
+    refresh_names_of,
     utc_today,
 )
 from grafient_pipeline.vault import MasterKeyError, VaultError
@@ -240,9 +242,11 @@ def _sync_short(
     window = 2 * slice_batch.FETCH_THREADS
     with ThreadPoolExecutor(slice_batch.FETCH_THREADS, thread_name_prefix="grafient-fetch") as pool:
         for first in range(0, len(jobs), window):
+            chunk = jobs[first : first + window]
+            context.log.info(f"fetching {_describe(p for p, _ in chunk)}")
             started = [
-                (piece, *_start_fetch(pool, context, piece, with_names, store, api))
-                for piece, with_names in jobs[first : first + window]
+                (piece, *_start_fetch(pool, piece, with_names, store, api))
+                for piece, with_names in chunk
             ]
             for piece, future, base_url in started:
                 try:
@@ -258,9 +262,18 @@ def _sync_short(
     _write_prefetched(context, pending, store, database, staging_dir)
 
 
+def _describe(pieces: Iterable[Slice]) -> str:
+    """One log line for a window of slices (a line each would be an event each)."""
+    listed = list(pieces)
+    if len(listed) == 1:
+        return str(listed[0])
+    dates = {piece.dates for piece in listed}
+    when = f" {dates.pop()}" if len(dates) == 1 else ""
+    return f"{len(listed)} slices{when}: {', '.join(p.integration_id for p in listed)}"
+
+
 def _start_fetch(
     pool: ThreadPoolExecutor,
-    context: dg.AssetExecutionContext,
     piece: Slice,
     with_names: bool,
     store: Registry,
@@ -277,7 +290,6 @@ def _start_fetch(
         failed: Future[slice_batch.Prefetched] = Future()
         failed.set_exception(error)
         return failed, base_url
-    context.log.info(f"fetching {piece} from {provider.title}")
     client = functools.partial(api.client, provider, api_key, integration.base_url)
     return pool.submit(slice_batch.fetch, client, piece, provider, with_names), base_url
 
@@ -289,35 +301,37 @@ def _write_prefetched(
     database: str,
     staging_dir: Path,
 ) -> None:
-    """Each prefetched slice in its own transaction, then its integration's names; the
-    integrations whose slices committed are marked synced together, even when a later one
-    fails."""
+    """Each prefetched slice in its own transaction; then, for the integrations whose slices
+    committed (even when a later one failed), their names and their mark as synced, each in
+    one write for all of them."""
     if not pending:
         return
-    synced_ids: list[str] = []
+    written: list[slice_batch.Prefetched] = []
     try:
         with connect(database) as conn, slice_batch.shared_connection(conn) as lend:
-            for fetched in pending:
-                _write_one(context, fetched, store, conn, lend, staging_dir)
-                synced_ids.append(fetched.piece.integration_id)
+            try:
+                for fetched in pending:
+                    _write_one(context, fetched, store, lend, staging_dir)
+                    written.append(fetched)
+            finally:
+                _write_names(context, written, conn)
     finally:
-        if synced_ids:
-            store.mark_synced_many(synced_ids, datetime.now(UTC))
+        if written:
+            store.mark_synced_many([f.piece.integration_id for f in written], datetime.now(UTC))
 
 
 def _write_one(
     context: dg.AssetExecutionContext,
     fetched: slice_batch.Prefetched,
     store: Registry,
-    conn: duckdb.DuckDBPyConnection,
     lend: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
     staging_dir: Path,
 ) -> None:
-    piece, provider = fetched.piece, fetched.provider
+    piece = fetched.piece
     try:
         synced = sync_slice(
             piece,
-            provider,
+            fetched.provider,
             slice_batch.Replayed(fetched),
             lend,
             run_id=context.run.run_id,
@@ -329,12 +343,26 @@ def _write_one(
     except Exception as error:
         raise _failed(context, store, piece, error, None) from None
     context.log.info(synced.describe())
-    if fetched.names_error is not None:
-        context.log.warning(
-            f"{piece.integration_id}: names of projects and keys skipped: {fetched.names_error}"
-        )
-    elif fetched.names is not None:
-        refresh_names(conn, provider.name, piece.integration_id, fetched.names, datetime.now(UTC))
+
+
+def _write_names(
+    context: dg.AssetExecutionContext,
+    written: list[slice_batch.Prefetched],
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    for fetched in written:
+        if fetched.names_error is not None:
+            context.log.warning(
+                f"{fetched.piece.integration_id}: names of projects and keys skipped: "
+                f"{fetched.names_error}"
+            )
+    names = [
+        IntegrationNames(f.provider.name, f.piece.integration_id, f.names)
+        for f in written
+        if f.names is not None
+    ]
+    if names:
+        refresh_names_of(names, datetime.now(UTC), conn)
 
 
 def _refresh_names(
