@@ -250,7 +250,7 @@ environment:
   GRAFIENT_WAREHOUSE_DATA_PATH  where a new DuckLake keeps its Parquet files (default:
                             GRAFIENT_HOME/lake/; shared storage when several machines write)
   GRAFIENT_RESYNC_DAYS      days the daily schedule re-pulls, for restated costs (default 3)
-  GRAFIENT_SYNC_BATCH       integrations per scheduled run (default 20)
+  GRAFIENT_SYNC_BATCH       integrations per scheduled run (default 50)
   GRAFIENT_DAGSTER_URL      the Dagster webserver that syncs are submitted to when it is up
                             (default: http://127.0.0.1:3000; otherwise they run in-process)
   GRAFIENT_DAGSTER_POSTGRES_URL  Dagster's runs, events and schedules in PostgreSQL:

@@ -24,6 +24,9 @@ DAGSTER_YAML_COMMON = """\
 concurrency:
   pools:
     default_limit: 1
+    # One run beyond the pool's slot may start and wait for it: its process start and code load
+    # (seconds) overlap the step that holds the slot, which it takes as soon as it is free.
+    op_granularity_run_buffer: 1
   runs:
     max_concurrent_runs: 4
 telemetry:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 HOME_FOLDER = ".grafient"
 DEFAULT_RESYNC_DAYS = 3
-DEFAULT_SYNC_BATCH = 20
+DEFAULT_SYNC_BATCH = 50  # a run costs seconds of its own (process, Dagster); see issue 18
 DAGSTER_POSTGRES_URL = "GRAFIENT_DAGSTER_POSTGRES_URL"
 WAREHOUSE_DATA_PATH = "GRAFIENT_WAREHOUSE_DATA_PATH"
 LAKE_PREFIX = "ducklake:"  # GRAFIENT_WAREHOUSE=ducklake:<PostgreSQL catalog>: see lake.py

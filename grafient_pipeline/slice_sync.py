@@ -63,8 +63,10 @@ def sync_slice(
     staging_dir: Path,
     today: date,
     still_registered: Callable[[], bool],
+    schema_ready: bool = False,
 ) -> SliceSynced:
-    """Replace the slice in all four tables in one transaction, or leave them as they were."""
+    """Replace the slice in all four tables in one transaction, or leave them as they were.
+    ``schema_ready``: the caller ran ensure_schema on this database (tens of ms a slice)."""
 
     def finalize(conn: duckdb.DuckDBPyConnection) -> None:
         require_usd(conn, piece, provider.raw_table)
@@ -76,7 +78,12 @@ def sync_slice(
             )
 
     loader = SliceLoader(
-        connect, piece, run_id, before_commit=finalize, raw_table=provider.raw_table
+        connect,
+        piece,
+        run_id,
+        before_commit=finalize,
+        raw_table=provider.raw_table,
+        schema_ready=schema_ready,
     )
     rows = buckets = 0
     try:

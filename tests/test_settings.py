@@ -9,7 +9,7 @@ from grafient_pipeline.settings import SettingsError, load_settings, redacted_ur
 
 def test_defaults(tmp_path) -> None:
     settings = load_settings({"GRAFIENT_HOME": str(tmp_path)})
-    assert (settings.resync_days, settings.sync_batch) == (3, 20)
+    assert (settings.resync_days, settings.sync_batch) == (3, 50)
 
 
 def test_sync_batch_is_read(tmp_path) -> None:

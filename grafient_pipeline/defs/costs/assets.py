@@ -8,15 +8,19 @@ never disagree, whatever fails. The lineage stays four assets named after their 
 """
 
 import functools
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from grafient_pipeline import checks
+from grafient_pipeline import slice_batch
+from grafient_pipeline.defs.costs.publish import later_writer
+from grafient_pipeline.defs.costs.results import FCT, RAW, ROLLUPS, materializations
 from grafient_pipeline.defs.resources import CostsApiResource, RegistryResource
 from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.partitions import NOTE_TAG, PLAN_DATE_TAG, cost_partitions, slices_for
@@ -28,22 +32,19 @@ from grafient_pipeline.run_workers import PID_TAG, worker_tags
 from grafient_pipeline.slice_sync import IntegrationRemoved, describe_failure, sync_slice
 from grafient_pipeline.snapshot import publish_snapshot
 from grafient_pipeline.sync import (
+    IntegrationNames,
     IntegrationRow,
     Slice,
     refresh_dim_integrations,
     refresh_names,
-    slice_totals,
+    refresh_names_of,
     utc_today,
 )
-from grafient_pipeline.table_docs import COLUMN_DOCS
 from grafient_pipeline.vault import MasterKeyError, VaultError
 from grafient_pipeline.warehouse import connect
 
 GROUP = "openai_costs"
 KINDS = {"openai", "duckdb"}
-RAW, FCT = "openai_cost_buckets", "fct_costs"
-ROLLUPS = ("rollup_model_daily", "rollup_token_type_daily")
-TABLE_OF = {RAW: "raw_openai_costs", FCT: "fct_costs", **{r: r for r in ROLLUPS}}
 
 
 def _spec(name: str, description: str, deps: list[str]) -> dg.AssetSpec:
@@ -194,6 +195,7 @@ def _sync(
     duckdb: DuckDBResource,
     staging_dir: Path,
 ) -> None:
+    """A long slice (a backfill): streamed, loaded while it is fetched, on its own connection."""
     base_url = None
     try:
         integration = store.get(piece.integration_id)
@@ -211,11 +213,156 @@ def _sync(
                 staging_dir=staging_dir,
                 today=utc_today(),
                 still_registered=lambda: _exists(store, piece.integration_id),
+                schema_ready=True,  # by the step, on this database
             )
     except Exception as error:
         raise _failed(context, store, piece, error, base_url) from None
     context.log.info(synced.describe())
     store.mark_synced(piece.integration_id, datetime.now(UTC))
+
+
+def _sync_short(
+    context: dg.AssetExecutionContext,
+    pieces: list[Slice],
+    store: Registry,
+    api: CostsApiResource,
+    database: str,
+    staging_dir: Path,
+) -> None:
+    """Short slices (a daily run): fetched a few at a time on threads (HTTP waits overlap; one
+    integration's requests stay sequential), with their integrations' names, then written on
+    one connection, in their order (see slice_batch). A failed fetch still writes the slices
+    before it, as slice after slice did."""
+    named: set[str] = set()
+    jobs: list[tuple[Slice, bool]] = []
+    for piece in pieces:
+        jobs.append((piece, piece.integration_id not in named))
+        named.add(piece.integration_id)
+    pending: list[slice_batch.Prefetched] = []
+    window = 2 * slice_batch.FETCH_THREADS
+    with ThreadPoolExecutor(slice_batch.FETCH_THREADS, thread_name_prefix="grafient-fetch") as pool:
+        for first in range(0, len(jobs), window):
+            chunk = jobs[first : first + window]
+            context.log.info(f"fetching {_describe(p for p, _ in chunk)}")
+            started = [
+                (piece, *_start_fetch(pool, piece, with_names, store, api))
+                for piece, with_names in chunk
+            ]
+            for piece, future, base_url in started:
+                try:
+                    pending.append(future.result())
+                except Exception as error:
+                    for _, later, _ in started:
+                        later.cancel()
+                    _write_prefetched(context, pending, store, database, staging_dir)
+                    raise _failed(context, store, piece, error, base_url) from None
+            if slice_batch.full(pending):
+                _write_prefetched(context, pending, store, database, staging_dir)
+                pending = []
+    _write_prefetched(context, pending, store, database, staging_dir)
+
+
+def _describe(pieces: Iterable[Slice]) -> str:
+    """One log line for a window of slices (a line each would be an event each)."""
+    listed = list(pieces)
+    if len(listed) == 1:
+        return str(listed[0])
+    dates = {piece.dates for piece in listed}
+    when = f" {dates.pop()}" if len(dates) == 1 else ""
+    return f"{len(listed)} slices{when}: {', '.join(p.integration_id for p in listed)}"
+
+
+def _start_fetch(
+    pool: ThreadPoolExecutor,
+    piece: Slice,
+    with_names: bool,
+    store: Registry,
+    api: CostsApiResource,
+) -> tuple[Future[slice_batch.Prefetched], str | None]:
+    """The registry is read here (this thread); the fetch thread only speaks HTTP."""
+    base_url = None
+    try:
+        integration = store.get(piece.integration_id)
+        provider = get_provider(integration.provider)
+        base_url = resolve_base_url(provider, integration.base_url)
+        api_key = store.api_key(piece.integration_id)
+    except Exception as error:
+        failed: Future[slice_batch.Prefetched] = Future()
+        failed.set_exception(error)
+        return failed, base_url
+    client = functools.partial(api.client, provider, api_key, integration.base_url)
+    return pool.submit(slice_batch.fetch, client, piece, provider, with_names), base_url
+
+
+def _write_prefetched(
+    context: dg.AssetExecutionContext,
+    pending: list[slice_batch.Prefetched],
+    store: Registry,
+    database: str,
+    staging_dir: Path,
+) -> None:
+    """Each prefetched slice in its own transaction; then, for the integrations whose slices
+    committed (even when a later one failed), their names and their mark as synced, each in
+    one write for all of them."""
+    if not pending:
+        return
+    written: list[slice_batch.Prefetched] = []
+    try:
+        with connect(database) as conn, slice_batch.shared_connection(conn) as lend:
+            try:
+                for fetched in pending:
+                    _write_one(context, fetched, store, lend, staging_dir)
+                    written.append(fetched)
+            finally:
+                _write_names(context, written, conn)
+    finally:
+        if written:
+            store.mark_synced_many([f.piece.integration_id for f in written], datetime.now(UTC))
+
+
+def _write_one(
+    context: dg.AssetExecutionContext,
+    fetched: slice_batch.Prefetched,
+    store: Registry,
+    lend: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]],
+    staging_dir: Path,
+) -> None:
+    piece = fetched.piece
+    try:
+        synced = sync_slice(
+            piece,
+            fetched.provider,
+            slice_batch.Replayed(fetched),
+            lend,
+            run_id=context.run.run_id,
+            staging_dir=staging_dir,
+            today=utc_today(),
+            still_registered=functools.partial(_exists, store, piece.integration_id),
+            schema_ready=True,  # by the step, on this database
+        )
+    except Exception as error:
+        raise _failed(context, store, piece, error, None) from None
+    context.log.info(synced.describe())
+
+
+def _write_names(
+    context: dg.AssetExecutionContext,
+    written: list[slice_batch.Prefetched],
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    for fetched in written:
+        if fetched.names_error is not None:
+            context.log.warning(
+                f"{fetched.piece.integration_id}: names of projects and keys skipped: "
+                f"{fetched.names_error}"
+            )
+    names = [
+        IntegrationNames(f.provider.name, f.piece.integration_id, f.names)
+        for f in written
+        if f.names is not None
+    ]
+    if names:
+        refresh_names_of(names, datetime.now(UTC), conn)
 
 
 def _refresh_names(
@@ -276,119 +423,47 @@ def openai_costs(
     with connect(duckdb.database) as conn:
         ensure_schema(conn)
         refresh_dim_integrations(conn, integration_rows(store))
-    for piece in slices:
-        _sync(context, piece, store, costs_api, duckdb, registry.settings.staging_dir)
-    for integration_id in dict.fromkeys(piece.integration_id for piece in slices):
-        _refresh_names(context, store, costs_api, integration_id, duckdb.database)
+    staging_dir, snapshot_path = registry.settings.staging_dir, registry.settings.snapshot_path
+    try:
+        streamed: list[str] = []
+        for short, pieces in slice_batch.groups(slices):
+            if short:
+                _sync_short(context, pieces, store, costs_api, duckdb.database, staging_dir)
+            else:
+                _sync(context, pieces[0], store, costs_api, duckdb, staging_dir)
+                streamed.append(pieces[0].integration_id)
+        for integration_id in dict.fromkeys(streamed):
+            _refresh_names(context, store, costs_api, integration_id, duckdb.database)
+    except Exception:  # not on an interrupt: that process is asked to stop now
+        _publish_after_failure(context, duckdb.database, snapshot_path)
+        raise
     with connect(duckdb.database) as conn:
-        yield from _results(conn, slices)
-        publish_snapshot(conn, registry.settings.snapshot_path)
+        yield from materializations(conn, slices)
+        _publish(context, conn, snapshot_path)
 
 
-def _results(conn: duckdb.DuckDBPyConnection, slices: list[Slice]):
-    """Each table's materialization: what this run wrote, and the non-blocking checks (the
-    blocking ones passed, or nothing would have been written)."""
-    charges: dict[bool, dict[str, Decimal]] = {True: {}, False: {}}
-    for piece in slices:
-        for item, known, amount in checks.non_token_charges(conn, piece):
-            charges[known][str(item)] = charges[known].get(str(item), Decimal(0)) + amount
-    negatives = sum(checks.negative_amounts(conn, s) for s in slices)
-    passed = {
-        name: dg.AssetCheckResult(asset_key=asset, check_name=name, passed=True)
-        for name, asset in (("single_currency", RAW), ("reconciles_with_raw", FCT))
-    }
-    yield dg.MaterializeResult(
-        asset_key=RAW,
-        metadata=_table_metadata(conn, RAW, slices),
-        check_results=[passed["single_currency"]],
-    )
-    yield dg.MaterializeResult(
-        asset_key=FCT,
-        metadata=_table_metadata(conn, FCT, slices),
-        check_results=[
-            passed["reconciles_with_raw"],
-            dg.AssetCheckResult(
-                asset_key=FCT,
-                check_name="line_items_recognized",
-                passed=not charges[False],
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    f"{kind}_usd": dg.MetadataValue.json(
-                        {item: format(amount, "f") for item, amount in charges[known].items()}
-                    )
-                    for kind, known in (("unrecognized", False), ("non_token_charges", True))
-                },
-            ),
-            dg.AssetCheckResult(
-                asset_key=FCT,
-                check_name="no_negative_amounts",
-                passed=negatives == 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"negative_rows": negatives},
-            ),
-        ],
-    )
-    for rollup in ROLLUPS:
-        metadata = _table_metadata(conn, rollup, slices)
-        if rollup == "rollup_model_daily":
-            metadata["run_top_models"] = _top_models(conn, slices)
-        yield dg.MaterializeResult(
-            asset_key=rollup,
-            metadata=metadata,
-            check_results=[
-                dg.AssetCheckResult(asset_key=rollup, check_name="reconciles_with_fct", passed=True)
-            ],
-        )
+def _publish(
+    context: dg.AssetExecutionContext,
+    warehouse: duckdb.DuckDBPyConnection | str,
+    snapshot_path: Path,
+) -> None:
+    """The dashboard's snapshot, unless a later run of the same daily sync will publish it."""
+    later = later_writer(context.instance, context.run)
+    if later is not None:
+        context.log.info(f"dashboard snapshot left to run {later}, which writes after this one")
+        return
+    publish_snapshot(warehouse, snapshot_path)
 
 
-def _table_metadata(
-    conn: duckdb.DuckDBPyConnection, asset: str, slices: list[Slice]
-) -> dict[str, object]:
-    """`run_*` describe what the whole run wrote (Dagster repeats a run's metadata on each of
-    its partitions); `dagster/row_count` is the whole table's, every integration."""
-    table = TABLE_OF[asset]
-    rows, total = 0, Decimal(0)
-    for piece in slices:
-        count, amount = slice_totals(conn, table, piece)
-        rows, total = rows + count, total + amount
-    (table_rows,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return {
-        "dagster/row_count": int(table_rows),
-        "run_rows": rows,
-        "run_total_usd": dg.MetadataValue.text(format(total, "f")),
-        "run_slices": dg.MetadataValue.text(", ".join(str(s) for s in slices)),
-        "dagster/column_schema": _column_schema(conn, table),
-    }
-
-
-def _column_schema(conn: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
-    columns = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_name = ? ORDER BY ordinal_position",
-        [table],
-    ).fetchall()
-    docs = COLUMN_DOCS.get(table, {})
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(name, str(kind), description=docs.get(name)) for name, kind in columns
-        ]
-    )
-
-
-def _top_models(conn: duckdb.DuckDBPyConnection, slices: list[Slice]) -> dg.MetadataValue:
-    lines = ["| model | USD |", "|---|---:|"]
-    totals: dict[str, Decimal] = {}
-    for piece in slices:
-        for model, amount in conn.execute(
-            "SELECT model, sum(amount_usd) FROM rollup_model_daily "
-            "WHERE integration_id = $integration_id "
-            "AND cost_date BETWEEN $start_date AND $end_date GROUP BY model",
-            piece.params,
-        ).fetchall():
-            totals[model] = totals.get(model, Decimal(0)) + Decimal(amount)
-    for model, amount in sorted(totals.items(), key=lambda kv: -kv[1])[:10]:
-        lines.append(f"| {model} | {amount:.2f} |")
-    return dg.MetadataValue.md("\n".join(lines))
+def _publish_after_failure(
+    context: dg.AssetExecutionContext, database: str, snapshot_path: Path
+) -> None:
+    """What committed before the failure reaches the dashboard (when this run is its sync's
+    last); a failure to publish is only a warning here, the sync's own error is the one."""
+    try:
+        _publish(context, database, snapshot_path)
+    except Exception as error:
+        context.log.warning(f"dashboard snapshot not published: {describe_failure(error)}")
 
 
 cost_assets = [openai_costs]
