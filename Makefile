@@ -37,8 +37,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two workers (the CI machine's two cores; tests wait on servers and subprocesses as much as they
+# compute); --dist loadfile keeps each file's tests, and its module fixtures, on one worker.
 test: lint $(DUCKLAKE_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 demo: $(STAMP)
 	@$(BIN)/grafient demo
