@@ -428,8 +428,8 @@ def measure(
         f"  per run (median): queued {med['queued']:.1f} s, launch -> start (process, imports, "
         f"code load) {med['startup']:.2f} s, execution {med['execution']:.2f} s (waiting for the "
         f"duckdb pool {med['pool_wait']:.2f} s, the step {med['step']:.2f} s)\n"
-        f"  slice commits retried after a DuckLake conflict: {conflicts}\n"
-        f"  CPU of the daemon tree before it stopped: {cpu_total:.0f} s = "
+        + (f"  slice commits retried after a DuckLake conflict: {conflicts}\n" if lake else "")
+        + f"  CPU of the daemon tree before it stopped: {cpu_total:.0f} s = "
         f"{cpu_total / n:.2f} s per integration ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(daemon_cpu.items()) if v >= 0.5)
         + f"); emulator {emulator_cpu:.1f} s; "
@@ -488,7 +488,10 @@ def print_side_by_side(file: dict, lake: dict) -> None:
         ("  the step (s)", lambda r: f"{r['median_phase_s']['step']:.1f}"),
         ("commits retried on a conflict", lambda r: str(r["conflicts_retried"])),
         ("CPU, daemon tree (s)", lambda r: f"{r['cpu_total_s']:.0f}"),
-        ("CPU, catalog PostgreSQL (s)", lambda r: f"{r['catalog_cpu_s'] or 0:.0f}"),
+        (
+            "CPU, catalog PostgreSQL (s)",
+            lambda r: f"{r['catalog_cpu_s']:.0f}" if r["catalog_cpu_s"] is not None else "-",
+        ),
         ("load average at start / end", lambda r: "{:.1f} / {:.1f}".format(*r["load_avg_1min"])),
     ]
     print(
