@@ -328,7 +328,9 @@ def main() -> int:
     )
     with (
         Emulator(org_keys(n, "fleet"), RESULTS_PER_DAY) as emulator,
-        tempfile.TemporaryDirectory(prefix="grafient-fleet-") as tmp_dir,
+        tempfile.TemporaryDirectory(
+            prefix="grafient-fleet-", ignore_cleanup_errors=True
+        ) as tmp_dir,
         lake_catalog() if lake else _no_catalog() as (catalog_url, postmaster),
     ):
         tmp = args.keep or Path(tmp_dir)
@@ -339,12 +341,12 @@ def main() -> int:
             extra.update(lake_settings(catalog_url, home, args.lake_deps))
         env = pipeline_env(home, emulator.base_url, **extra)
         figures = measure(args, n, batch, emulator, env, tmp, postmaster)
-    name = "fleet" + ("_lake" if lake else "") + ("_quick" if args.quick else "")
-    name += f"_batch{batch}" if args.batch else ""
-    if args.integrations:
-        name += f"_n{n}"
-    path = save_result(name, {"warehouse": args.warehouse, **figures})
-    print(f"  figures saved to {path}")
+        name = "fleet" + ("_lake" if lake else "") + ("_quick" if args.quick else "")
+        name += f"_batch{batch}" if args.batch else ""
+        if args.integrations:
+            name += f"_n{n}"
+        path = save_result(name, {"warehouse": args.warehouse, **figures})
+        print(f"  figures saved to {path}")
     if args.result_name_file:
         args.result_name_file.write_text(name)
     return 0
@@ -504,13 +506,32 @@ def print_side_by_side(file: dict, lake: dict) -> None:
 
 
 def _stop(proc: subprocess.Popen, grace: float = 60.0) -> None:
-    """Ctrl-C the daemon (it stops its code server); kill it if it does not exit in time."""
+    """Ctrl-C the daemon (it stops its code server); kill it if it does not exit in time. Then
+    wait for the rest of its session (a code server finishing its calls still writes to
+    GRAFIENT_HOME, which would race the removal of the temporary folder)."""
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    deadline = time.monotonic() + grace
+    while _session_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def _session_alive(sid: int) -> bool:
+    """Whether a live (not zombie) process remains in the session ``sid``."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            if fields[0] != "Z" and int(fields[3]) == sid:
+                return True
+    return False
 
 
 def _tree_cpu(pid: int) -> dict[str, float]:
