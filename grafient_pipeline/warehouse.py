@@ -10,6 +10,7 @@ never string formatting.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -27,6 +28,7 @@ from grafient_pipeline.lake import is_conflict, is_lake, open_lake
 from grafient_pipeline.providers import PROVIDERS
 from grafient_pipeline.settings import load_settings
 
+logger = logging.getLogger(__name__)
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 # The tables (provider-agnostic, then each provider's), then the views over them.
 TABLE_MODELS = ("schema", *(f"schema_{name}" for name in PROVIDERS))
@@ -168,7 +170,14 @@ def retry_on_conflict(work: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPT
         except duckdb.TransactionException as error:
             if not is_conflict(error) or attempt == attempts:
                 raise
-        time.sleep(delay * random.uniform(0.5, 1.5))
+        wait = delay * random.uniform(0.5, 1.5)
+        logger.info(
+            "DuckLake commit conflicted with another writer's: retry %d of %d in %.2f s",
+            attempt,
+            attempts - 1,
+            wait,
+        )
+        time.sleep(wait)
         delay = min(delay * 2, 3.0)
     raise AssertionError("unreachable")
 

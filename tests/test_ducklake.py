@@ -7,6 +7,7 @@ PostgreSQL catalog (tests/postgres.py) and the Costs API emulator of this proces
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -100,8 +101,11 @@ def test_the_duckdb_pool_has_four_slots_on_a_lake_and_one_on_a_file(tmp_path: Pa
     assert "default_limit: 4\n" in dagster_yaml(lake)
 
 
-def test_a_conflict_is_retried_and_other_errors_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_conflict_is_retried_and_other_errors_are_not(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr("grafient_pipeline.warehouse.time.sleep", lambda _: None)
+    caplog.set_level(logging.INFO, logger="grafient_pipeline.warehouse")
     conflict = duckdb.TransactionException(
         "Failed to commit DuckLake transaction. Transaction conflict"
     )
@@ -115,6 +119,8 @@ def test_a_conflict_is_retried_and_other_errors_are_not(monkeypatch: pytest.Monk
         return "committed"
 
     assert retry_on_conflict(twice_lost) == "committed" and len(calls) == 3
+    retried = [r.getMessage() for r in caplog.records if "conflicted" in r.getMessage()]
+    assert len(retried) == 2 and retried[0].startswith("DuckLake commit conflicted"), retried
     with pytest.raises(duckdb.TransactionException):
         retry_on_conflict(lambda: (_ for _ in ()).throw(conflict), attempts=2)
     with pytest.raises(duckdb.ConstraintException):
