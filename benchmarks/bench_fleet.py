@@ -520,18 +520,20 @@ def _stop(proc: subprocess.Popen, grace: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def _session_alive(sid: int) -> bool:
-    """Whether a live (not zombie) process remains in the session ``sid``."""
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command name) of every process."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 text = (entry / "stat").read_text()
             except OSError:
                 continue
-            fields = text[text.rindex(")") + 2 :].split()
-            if fields[0] != "Z" and int(fields[3]) == sid:
-                return True
-    return False
+            yield int(entry.name), text[text.rindex(")") + 2 :].split()
+
+
+def _session_alive(sid: int) -> bool:
+    """Whether a live (not zombie) process remains in the session ``sid``."""
+    return any(fields[0] != "Z" and int(fields[3]) == sid for _, fields in _proc_stats())
 
 
 def _tree_cpu(pid: int) -> dict[str, float]:
@@ -539,14 +541,8 @@ def _tree_cpu(pid: int) -> dict[str, float]:
     and that of the children it already reaped (a code server reaps its finished run processes).
     """
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                text = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(text[text.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
+    for child, fields in _proc_stats():
+        children.setdefault(int(fields[1]), []).append(child)
     roles: dict[str, float] = {}
     stack = [pid]
     while stack:

@@ -26,8 +26,8 @@ from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.partitions import NOTE_TAG, PLAN_DATE_TAG, cost_partitions, slices_for
 from grafient_pipeline.plans import PlanError, check_range, judging_date
 from grafient_pipeline.providers import get_provider, local_api_down, resolve_base_url
-from grafient_pipeline.providers.base import CostsApiError, UpstreamError
-from grafient_pipeline.registry import IntegrationNotFound, Registry, RegistryError
+from grafient_pipeline.providers.base import CostsApiError, Provider, UpstreamError
+from grafient_pipeline.registry import Integration, IntegrationNotFound, Registry, RegistryError
 from grafient_pipeline.run_workers import PID_TAG, worker_tags
 from grafient_pipeline.slice_sync import IntegrationRemoved, describe_failure, sync_slice
 from grafient_pipeline.snapshot import publish_snapshot
@@ -198,9 +198,7 @@ def _sync(
     """A long slice (a backfill): streamed, loaded while it is fetched, on its own connection."""
     base_url = None
     try:
-        integration = store.get(piece.integration_id)
-        provider = get_provider(integration.provider)
-        base_url = resolve_base_url(provider, integration.base_url)
+        integration, provider, base_url = _source(store, piece.integration_id)
         api_key = store.api_key(piece.integration_id)
         with api.client(provider, api_key, integration.base_url) as client:
             context.log.info(f"fetching {piece} from {provider.title}")
@@ -272,6 +270,13 @@ def _describe(pieces: Iterable[Slice]) -> str:
     return f"{len(listed)} slices{when}: {', '.join(p.integration_id for p in listed)}"
 
 
+def _source(store: Registry, integration_id: str) -> tuple[Integration, Provider, str]:
+    """The integration, its provider and the API base URL it syncs from."""
+    integration = store.get(integration_id)
+    provider = get_provider(integration.provider)
+    return integration, provider, resolve_base_url(provider, integration.base_url)
+
+
 def _start_fetch(
     pool: ThreadPoolExecutor,
     piece: Slice,
@@ -282,9 +287,7 @@ def _start_fetch(
     """The registry is read here (this thread); the fetch thread only speaks HTTP."""
     base_url = None
     try:
-        integration = store.get(piece.integration_id)
-        provider = get_provider(integration.provider)
-        base_url = resolve_base_url(provider, integration.base_url)
+        integration, provider, base_url = _source(store, piece.integration_id)
         api_key = store.api_key(piece.integration_id)
     except Exception as error:
         failed: Future[slice_batch.Prefetched] = Future()
