@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -142,6 +143,16 @@ def _postgres_extension(folder: Path) -> Path:
     return link
 
 
+# The connections open_lake attached a lake to (and USE'd): asked before every model run, so
+# answered without a query.
+_LAKE_CONNECTIONS: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+
+
+def is_lake_connection(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection was opened on a DuckLake (by ``open_lake``)."""
+    return conn in _LAKE_CONNECTIONS
+
+
 def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -180,6 +191,7 @@ def open_lake(
     except BaseException:
         conn.close()
         raise
+    _LAKE_CONNECTIONS.add(conn)
     return conn
 
 

@@ -94,11 +94,17 @@ def fetch(
     with client() as opened:
         fetched = prefetch(piece, provider, opened)
         if with_names:
-            try:
-                fetched.names = [*opened.iter_projects(), *opened.iter_api_keys()]
-            except CostsApiError as error:
-                fetched.names_error = str(error)
+            fetched.names, fetched.names_error = read_names(opened)
     return fetched
+
+
+def read_names(client: CostClient) -> tuple[list[NameRecord] | None, str | None]:
+    """An integration's project and API key names, or why they could not be read: a key
+    without permission for them is no reason for a sync to fail."""
+    try:
+        return [*client.iter_projects(), *client.iter_api_keys()], None
+    except CostsApiError as error:
+        return None, str(error)
 
 
 def groups(slices: list[Slice]) -> Iterator[tuple[bool, list[Slice]]]:
@@ -121,10 +127,9 @@ def full(fetched: list[Prefetched]) -> bool:
     return sum(f.results for f in fetched) >= PREFETCH_MAX_RESULTS
 
 
-@contextmanager
-def shared_connection(
+def lent(
     conn: duckdb.DuckDBPyConnection,
-) -> Iterator[Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]]:
+) -> Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]:
     """A ``connect`` for ``sync_slice`` that lends one open connection instead of opening the
     file again; its owner closes it. The loader uses it on its thread while this one waits
     (``sync_slice`` joins the loader before it returns): never two threads at once."""
@@ -133,4 +138,4 @@ def shared_connection(
     def lend() -> Iterator[duckdb.DuckDBPyConnection]:
         yield conn
 
-    yield lend
+    return lend

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from grafient_pipeline.lake import is_lake_connection
 from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.plans import DateRange
 from grafient_pipeline.providers import PROVIDERS
@@ -34,7 +35,6 @@ from grafient_pipeline.providers.base import (
 from grafient_pipeline.warehouse import (
     ROLLUP_MODELS,
     bulk_write_settings,
-    is_lake_connection,
     retry_on_conflict,
     run_models,
     transaction,

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from grafient_pipeline.lake import is_conflict, is_lake, open_lake
+from grafient_pipeline.lake import is_conflict, is_lake, is_lake_connection, open_lake
 from grafient_pipeline.providers import PROVIDERS
 from grafient_pipeline.settings import load_settings
 
@@ -86,14 +86,6 @@ def for_lake(statement: str) -> str:
     for pattern, replacement in _LAKE_REWRITES:
         statement = pattern.sub(replacement, statement)
     return statement
-
-
-def is_lake_connection(conn: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the connection's current database is a DuckLake."""
-    row = conn.execute(
-        "SELECT type FROM duckdb_databases() WHERE database_name = current_database()"
-    ).fetchone()
-    return row is not None and row[0] == "ducklake"
 
 
 def _split_statements(text: str) -> tuple[str, ...]:

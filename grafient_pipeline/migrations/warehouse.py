@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from grafient_pipeline.lake import is_lake_connection
 from grafient_pipeline.providers.openai.dim_line_items import insert_line_items
 from grafient_pipeline.warehouse import (
     ROLLUP_MODELS,
@@ -23,7 +24,6 @@ from grafient_pipeline.warehouse import (
     TABLE_MODELS,
     VIEW_MODELS,
     for_lake,
-    is_lake_connection,
     load_models,
     retry_on_conflict,
     run_models,

@@ -26,7 +26,7 @@ from grafient_pipeline.migrations.warehouse import ensure_schema
 from grafient_pipeline.partitions import NOTE_TAG, PLAN_DATE_TAG, cost_partitions, slices_for
 from grafient_pipeline.plans import PlanError, check_range, judging_date
 from grafient_pipeline.providers import get_provider, local_api_down, resolve_base_url
-from grafient_pipeline.providers.base import CostsApiError, Provider, UpstreamError
+from grafient_pipeline.providers.base import Provider, UpstreamError
 from grafient_pipeline.registry import Integration, IntegrationNotFound, Registry, RegistryError
 from grafient_pipeline.run_workers import PID_TAG, worker_tags
 from grafient_pipeline.slice_sync import IntegrationRemoved, describe_failure, sync_slice
@@ -311,7 +311,8 @@ def _write_prefetched(
         return
     written: list[slice_batch.Prefetched] = []
     try:
-        with connect(database) as conn, slice_batch.shared_connection(conn) as lend:
+        with connect(database) as conn:
+            lend = slice_batch.lent(conn)
             try:
                 for fetched in pending:
                     _write_one(context, fetched, store, lend, staging_dir)
@@ -355,10 +356,7 @@ def _write_names(
 ) -> None:
     for fetched in written:
         if fetched.names_error is not None:
-            context.log.warning(
-                f"{fetched.piece.integration_id}: names of projects and keys skipped: "
-                f"{fetched.names_error}"
-            )
+            _names_skipped(context, fetched.piece.integration_id, fetched.names_error)
     names = [
         IntegrationNames(f.provider.name, f.piece.integration_id, f.names)
         for f in written
@@ -382,12 +380,18 @@ def _refresh_names(
     try:
         key = store.api_key(integration.id)
         with api.client(provider, key, integration.base_url) as client:
-            records = [*client.iter_projects(), *client.iter_api_keys()]
-    except (CostsApiError, VaultError) as error:
-        context.log.warning(f"{integration.id}: names of projects and keys skipped: {error}")
+            records, problem = slice_batch.read_names(client)
+    except VaultError as error:
+        records, problem = None, str(error)
+    if records is None:
+        _names_skipped(context, integration.id, problem)
         return
     with connect(database) as conn:
         refresh_names(conn, provider.name, integration.id, records, datetime.now(UTC))
+
+
+def _names_skipped(context: dg.AssetExecutionContext, integration_id: str, why: str | None) -> None:
+    context.log.warning(f"{integration_id}: names of projects and keys skipped: {why}")
 
 
 def _exists(store: Registry, integration_id: str) -> bool:
